@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, the shim driven directly over ttrpc (tests/), and the
+# real-containerd scenarios (integration/), rshim side by side with containerd's Go shim.
+# Installs what it needs (Debian packages, a Rust toolchain if missing). Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh: run as root (it starts containers)" >&2
+  exit 1
+fi
+bash scripts/install-deps.sh
+
+export CARGO_TERM_COLOR=never
+# The shim binary must exist before the tests that launch it.
+cargo build --workspace --bins --locked 2>&1 | tail -n 3
+cargo test --workspace --locked -- --test-threads=4 2>&1

@@ -1,0 +1,526 @@
+//! One container: its init, its execs, its runc, and every state change of them.
+//!
+//! Each container has its own operation lock (`ops`), held across its runc calls so that its
+//! state changes are serialized; no lock shared by the whole shim is ever held across runc, so
+//! one container's slow runc never stalls another container. Kill, State, Wait and Pids do not
+//! take `ops`: a hung Start must not stop a Kill.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::MessageField;
+use runc_wrapper::console::ConsoleSocket;
+use runc_wrapper::monitor::{Exit, ExitMonitor};
+use runc_wrapper::{CreateOpts, ExecOpts, Runc, RuncConfig};
+
+use crate::error::{Error, Result};
+use crate::events::{timestamp, Publisher};
+use crate::exits::{EarlyExits, ExitHandler, ExitRouter};
+use crate::options::RuncOptions;
+use crate::process::{ExitInfo, Process, Status};
+use crate::rootfs::{self, MountSpec};
+use crate::stdio::{PreparedIo, StdioConfig};
+
+/// Deadlines of runc calls (bug class 1: nothing waits forever).
+pub mod deadline {
+    use std::time::Duration;
+    pub const CREATE: Duration = Duration::from_secs(60);
+    pub const START: Duration = Duration::from_secs(30);
+    pub const EXEC: Duration = Duration::from_secs(30);
+    pub const KILL: Duration = Duration::from_secs(10);
+    pub const DELETE: Duration = Duration::from_secs(30);
+    pub const QUERY: Duration = Duration::from_secs(10);
+    pub const PAUSE: Duration = Duration::from_secs(10);
+    pub const UPDATE: Duration = Duration::from_secs(10);
+    pub const CONSOLE: Duration = Duration::from_secs(30);
+    /// How long Delete waits for a process's output to reach its destination.
+    pub const DRAIN: Duration = Duration::from_secs(5);
+    /// How long the init's exit event waits for the exits of its execs.
+    pub const EXEC_EXITS: Duration = Duration::from_secs(5);
+}
+
+/// Everything a container needs from the shim.
+#[derive(Clone)]
+pub struct Shared {
+    pub namespace: String,
+    pub publisher: Publisher,
+    pub exits: Arc<ExitRouter>,
+    pub monitor: Arc<dyn ExitMonitor>,
+}
+
+/// A validated Create request.
+pub struct CreateRequest {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<MountSpec>,
+    pub stdio: StdioConfig,
+    pub options: RuncOptions,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub init: Arc<Process>,
+    runc: Runc,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Specs of execs added but not started yet.
+    exec_specs: Mutex<HashMap<String, oci_spec::runtime::Process>>,
+    ops: tokio::sync::Mutex<()>,
+    has_mounts: bool,
+    private_pid_ns: bool,
+    io_owner: Option<(u32, u32)>,
+    shared: Shared,
+}
+
+impl Container {
+    /// Mounts the rootfs, runs `runc create` with stdio already draining, and publishes
+    /// `/tasks/create`. On failure everything done is undone.
+    pub async fn create(req: CreateRequest, shared: Shared) -> Result<Arc<Container>> {
+        let spec = read_spec(&req.bundle)?;
+        req.options.save(&req.bundle)?;
+        let rootfs = rootfs::rootfs_of(&req.bundle);
+        rootfs::mount_all(&req.rootfs, &rootfs, &req.bundle)?;
+        let runc = Runc::new(
+            RuncConfig {
+                binary: req.options.binary(),
+                root: Some(req.options.runc_root(&shared.namespace)),
+                systemd_cgroup: req.options.systemd_cgroup,
+                debug: false,
+                log: Some(req.bundle.join("log.json")),
+            },
+            shared.monitor.clone(),
+        );
+        let container = Arc::new(Container {
+            id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            init: Arc::new(Process::new(&req.id, None, req.stdio.clone())),
+            runc,
+            execs: Mutex::new(HashMap::new()),
+            exec_specs: Mutex::new(HashMap::new()),
+            ops: tokio::sync::Mutex::new(()),
+            has_mounts: !req.rootfs.is_empty(),
+            private_pid_ns: has_private_pid_namespace(&spec),
+            io_owner: req.options.io_owner(),
+            shared,
+        });
+        if let Err(e) = container.run_create(&req).await {
+            let _ = container.runc.delete(&container.id, true, deadline::DELETE).await;
+            if container.has_mounts {
+                let _ = rootfs::unmount_all(&rootfs);
+            }
+            return Err(e);
+        }
+        let init = &container.init;
+        container.shared.publisher.publish(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.to_string_lossy().into_owned(),
+            rootfs: req
+                .rootfs
+                .iter()
+                .map(|m| containerd_shim_protos::types::mount::Mount {
+                    type_: m.kind.clone(),
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    options: m.options.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdio.stdin.clone(),
+                stdout: req.stdio.stdout.clone(),
+                stderr: req.stdio.stderr.clone(),
+                terminal: req.stdio.terminal,
+                ..Default::default()
+            }),
+            pid: init.pid(),
+            ..Default::default()
+        });
+        Ok(container)
+    }
+
+    async fn run_create(self: &Arc<Self>, req: &CreateRequest) -> Result<()> {
+        let mut prepared = PreparedIo::prepare(&req.stdio, self.io_owner)?;
+        let console = if req.stdio.terminal {
+            Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
+        } else {
+            None
+        };
+        let pid_file = self.bundle.join("init.pid");
+        let opts = CreateOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            no_pivot: req.options.no_pivot_root,
+            no_new_keyring: req.options.no_new_keyring,
+            detach: true,
+            stdio: std::mem::take(&mut prepared.runc_stdio),
+        };
+        let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
+        let master = match &console {
+            Some(console) => {
+                let (created, master) = tokio::join!(
+                    self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE),
+                    console.receive(deadline::CONSOLE)
+                );
+                created?;
+                Some(master?)
+            }
+            None => {
+                self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE).await?;
+                None
+            }
+        };
+        let pid = read_pid_file(&pid_file)?;
+        self.init.set_pid(pid as u32);
+        self.init.set_io(prepared.finish(master)?);
+        self.shared.exits.register(pid, self.clone(), early);
+        Ok(())
+    }
+
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found in container {}", self.id)))
+    }
+
+    pub fn exec_processes(&self) -> Vec<Arc<Process>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub async fn start(self: &Arc<Self>, exec_id: &str) -> Result<u32> {
+        let _op = self.ops.lock().await;
+        if exec_id.is_empty() {
+            self.start_init().await
+        } else {
+            self.start_exec(exec_id).await
+        }
+    }
+
+    async fn start_init(&self) -> Result<u32> {
+        let init = &self.init;
+        init.check_transition(Status::Running)?;
+        let started = self.runc.start(&self.id, deadline::START).await;
+        if let Err(e) = started {
+            init.open_start_gate();
+            return Err(e.into());
+        }
+        // The init may already have exited (and be Stopped): that is not an error of Start.
+        let _ = init.transition(Status::Running);
+        self.shared.publisher.publish(TaskStart { container_id: self.id.clone(), pid: init.pid(), ..Default::default() });
+        init.open_start_gate();
+        Ok(init.pid())
+    }
+
+    pub fn add_exec(&self, exec_id: &str, stdio: StdioConfig, spec: oci_spec::runtime::Process) -> Result<()> {
+        match self.init.status() {
+            Status::Stopped | Status::Deleted => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot exec in container {}: its init process is not running",
+                    self.id
+                )))
+            }
+            Status::Paused => {
+                return Err(Error::FailedPrecondition(format!("cannot exec in paused container {}", self.id)))
+            }
+            Status::Created | Status::Running => {}
+        }
+        {
+            let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
+            if execs.contains_key(exec_id) {
+                return Err(Error::AlreadyExists(format!("exec {exec_id} already exists in container {}", self.id)));
+            }
+            execs.insert(exec_id.to_string(), Arc::new(Process::new(&self.id, Some(exec_id), stdio)));
+        }
+        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).insert(exec_id.to_string(), spec);
+        self.shared.publisher.publish(TaskExecAdded {
+            container_id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        });
+        Ok(())
+    }
+
+    async fn start_exec(self: &Arc<Self>, exec_id: &str) -> Result<u32> {
+        let exec = self.process(exec_id)?;
+        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot start exec {exec_id}: the init process of container {} is not running",
+                self.id
+            )));
+        }
+        exec.check_transition(Status::Running)?;
+        let spec = self
+            .exec_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| Error::FailedPrecondition(format!("exec {exec_id} has no process spec")))?;
+        let result = self.run_exec(&exec, &spec).await;
+        exec.open_start_gate();
+        let pid = result?;
+        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
+        Ok(pid)
+    }
+
+    async fn run_exec(self: &Arc<Self>, exec: &Arc<Process>, spec: &oci_spec::runtime::Process) -> Result<u32> {
+        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner)?;
+        let console = if exec.stdio.terminal {
+            Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
+        } else {
+            None
+        };
+        let pid_file = self.bundle.join(format!("{}.pid", exec.id));
+        let opts = ExecOpts {
+            pid_file: Some(pid_file.clone()),
+            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
+            detach: true,
+            stdio: std::mem::take(&mut prepared.runc_stdio),
+        };
+        let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
+        let master = match &console {
+            Some(console) => {
+                let (ran, master) = tokio::join!(
+                    self.runc.exec(&self.id, spec, opts, deadline::EXEC),
+                    console.receive(deadline::CONSOLE)
+                );
+                ran?;
+                Some(master?)
+            }
+            None => {
+                self.runc.exec(&self.id, spec, opts, deadline::EXEC).await?;
+                None
+            }
+        };
+        let pid = read_pid_file(&pid_file)?;
+        let _ = std::fs::remove_file(&pid_file);
+        exec.set_pid(pid as u32);
+        exec.set_io(prepared.finish(master)?);
+        let _ = exec.transition(Status::Running);
+        self.shared.publisher.publish(TaskExecStarted {
+            container_id: self.id.clone(),
+            exec_id: exec.id.clone(),
+            pid: pid as u32,
+            ..Default::default()
+        });
+        // Registered after the start event is queued: even an instant exit is published after it.
+        self.shared.exits.register(pid, self.clone(), early);
+        Ok(pid as u32)
+    }
+
+    pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let process = self.process(exec_id)?;
+        match process.status() {
+            Status::Deleted => return Err(Error::NotFound(format!("process {} was deleted", process.id))),
+            Status::Stopped => return Err(Error::NotFound(format!("process {} already finished", process.id))),
+            _ => {}
+        }
+        if process.is_init() {
+            return self.runc.kill(&self.id, signal, all, deadline::KILL).await.map_err(|e| {
+                let text = e.to_string();
+                if ["not running", "no such process", "already finished", "does not exist"]
+                    .iter()
+                    .any(|s| text.contains(s))
+                {
+                    Error::NotFound(format!("process {} already finished: {text}", process.id))
+                } else {
+                    e.into()
+                }
+            });
+        }
+        let pid = process.pid();
+        if pid == 0 {
+            return Err(Error::FailedPrecondition(format!("exec {} has not been started", process.id)));
+        }
+        let sig = nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!("process {} already finished", process.id))),
+            Err(e) => Err(Error::Internal(format!("kill exec {}: {e}", process.id))),
+        }
+    }
+
+    /// Deletes an exec; returns what its Delete response reports.
+    pub async fn delete_exec(&self, exec_id: &str) -> Result<(u32, Option<ExitInfo>)> {
+        let exec = self.process(exec_id)?;
+        exec.check_transition(Status::Deleted)?;
+        exec.open_start_gate();
+        if let Some(io) = exec.io() {
+            io.drain_and_close(deadline::DRAIN).await;
+        }
+        exec.transition(Status::Deleted)?;
+        self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
+        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
+        Ok((exec.pid(), exec.exit()))
+    }
+
+    /// Deletes the container: runc state, stdio, rootfs mounts; publishes `/tasks/delete`.
+    pub async fn delete_init(&self) -> Result<(u32, Option<ExitInfo>)> {
+        let _op = self.ops.lock().await;
+        let init = &self.init;
+        init.check_transition(Status::Deleted)?;
+        let never_started = init.status() == Status::Created;
+        init.open_start_gate();
+        match self.runc.delete(&self.id, never_started, deadline::DELETE).await {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains("does not exist") => {}
+            Err(e) => return Err(e.into()),
+        }
+        if never_started && init.exit().is_none() {
+            // runc killed the init; its exit arrives through the reaper shortly.
+            let _ = tokio::time::timeout(deadline::EXEC_EXITS, init.wait()).await;
+        }
+        if let Some(io) = init.io() {
+            io.drain_and_close(deadline::DRAIN).await;
+        }
+        if self.has_mounts {
+            rootfs::cleanup(&self.bundle)?;
+        }
+        init.transition(Status::Deleted)?;
+        let exit = init.exit();
+        self.shared.publisher.publish(TaskDelete {
+            container_id: self.id.clone(),
+            pid: init.pid(),
+            exit_status: exit.map(|e| e.status).unwrap_or_default(),
+            exited_at: MessageField::from_option(exit.map(|e| timestamp(e.at))),
+            ..Default::default()
+        });
+        Ok((init.pid(), exit))
+    }
+
+    pub async fn pause(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        self.init.check_transition(Status::Paused)?;
+        self.runc.pause(&self.id, deadline::PAUSE).await?;
+        self.init.transition(Status::Paused)?;
+        self.shared.publisher.publish(TaskPaused { container_id: self.id.clone(), ..Default::default() });
+        Ok(())
+    }
+
+    pub async fn resume(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        if self.init.status() != Status::Paused {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot resume a {} process {}",
+                self.init.status().name(),
+                self.id
+            )));
+        }
+        self.runc.resume(&self.id, deadline::PAUSE).await?;
+        let _ = self.init.transition(Status::Running);
+        self.shared.publisher.publish(TaskResumed { container_id: self.id.clone(), ..Default::default() });
+        Ok(())
+    }
+
+    pub async fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self.runc.ps(&self.id, deadline::QUERY).await?)
+    }
+
+    pub async fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        let _op = self.ops.lock().await;
+        match self.init.status() {
+            Status::Created | Status::Running | Status::Paused => {}
+            s => return Err(Error::FailedPrecondition(format!("cannot update a {} container {}", s.name(), self.id))),
+        }
+        Ok(self.runc.update(&self.id, resources, deadline::UPDATE).await?)
+    }
+
+    /// Finishes a process's exit: for the init, kill the rest of the container when it has no
+    /// pid namespace of its own and wait (bounded) for its execs' exits; then publish
+    /// `/tasks/exit` (never before the process's start event) and wake every Wait.
+    async fn finish_exit(self: Arc<Self>, process: Arc<Process>) {
+        if process.is_init() {
+            if !self.private_pid_ns {
+                if let Err(e) = self.runc.kill(&self.id, libc::SIGKILL as u32, true, deadline::KILL).await {
+                    log::debug!("kill remaining processes of {}: {e}", self.id);
+                }
+            }
+            // An exec may have recorded its exit but not yet published it: wait for its
+            // notification, which fires only once its exit event is queued.
+            for exec in self.exec_processes() {
+                if exec.pid() != 0 {
+                    let _ = tokio::time::timeout(deadline::EXEC_EXITS, exec.wait()).await;
+                }
+            }
+        }
+        process.start_gate_opened().await;
+        let exit = process.exit().unwrap_or(ExitInfo { status: 255, at: SystemTime::now() });
+        self.shared.publisher.publish(TaskExit {
+            container_id: self.id.clone(),
+            id: process.id.clone(),
+            pid: process.pid(),
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        });
+        process.notify_exit();
+    }
+}
+
+impl ExitHandler for Container {
+    fn on_exit(self: Arc<Self>, exit: Exit) {
+        let pid = exit.pid as u32;
+        let process = if self.init.pid() == pid {
+            Some(self.init.clone())
+        } else {
+            self.exec_processes().into_iter().find(|p| p.pid() == pid)
+        };
+        let Some(process) = process else { return };
+        if process.record_exit(exit.status as u32, exit.timestamp) {
+            log::debug!("process {} of {} (pid {pid}) exited with {}", process.id, self.id, exit.status);
+            tokio::spawn(self.finish_exit(process));
+        }
+    }
+}
+
+fn read_spec(bundle: &Path) -> Result<serde_json::Value> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::InvalidArgument(format!("bundle {} has no config.json", bundle.display())),
+        _ => Error::io(format!("read {}", path.display()), e),
+    })?;
+    serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("invalid {}: {e}", path.display())))
+}
+
+/// Without a pid namespace of its own, the init's death does not kill the rest of the
+/// container; the shim does (as containerd's Go shim does).
+fn has_private_pid_namespace(spec: &serde_json::Value) -> bool {
+    spec["linux"]["namespaces"]
+        .as_array()
+        .map(|nss| nss.iter().any(|ns| ns["type"] == "pid" && ns["path"].as_str().unwrap_or("").is_empty()))
+        .unwrap_or(false)
+}
+
+fn read_pid_file(path: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
+    text.trim()
+        .parse()
+        .map_err(|_| Error::Internal(format!("pid file {} holds {text:?}, not a pid", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_pid_namespace_detection() {
+        let own = serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}});
+        let shared = serde_json::json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}});
+        let none = serde_json::json!({"linux": {"namespaces": [{"type": "mount"}]}});
+        assert!(has_private_pid_namespace(&own));
+        assert!(!has_private_pid_namespace(&shared));
+        assert!(!has_private_pid_namespace(&none));
+    }
+}

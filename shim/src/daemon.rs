@@ -1,0 +1,105 @@
+//! The long-lived shim daemon: a child subreaper that serves the Task API until Shutdown (with
+//! no container left) or SIGTERM.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runc_wrapper::monitor::{ExitMonitor, Reaper};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::container::Shared;
+use crate::events::Publisher;
+use crate::exits::ExitRouter;
+use crate::flags::Flags;
+use crate::logger::FifoLogger;
+use crate::server;
+use crate::service::TaskService;
+use crate::start::READY_ENV;
+
+/// How long shutdown waits for queued events to reach containerd.
+const FLUSH_BOUND: Duration = Duration::from_secs(5);
+
+pub fn run(flags: &Flags) -> anyhow::Result<()> {
+    FifoLogger::install(Path::new("log"), flags.debug);
+    // Orphaned container processes (runc's grandchildren) are reparented to us, so we can
+    // reap them and report their exits.
+    nix::sys::prctl::set_child_subreaper(true)?;
+    // A FIFO whose reader went away must give EPIPE, not kill the shim.
+    unsafe { nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)? };
+    let listener = server::listener(&flags.socket)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(flags, listener));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = &result {
+        log::error!("shim exiting: {e:#}");
+    }
+    result
+}
+
+async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> anyhow::Result<()> {
+    let reaper: Arc<dyn ExitMonitor> = Reaper::start();
+    let (exits, _router) = ExitRouter::start(reaper.as_ref());
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").ok().filter(|a| !a.is_empty());
+    let (publisher, publisher_task) = Publisher::start(ttrpc_address, flags.namespace.clone());
+    let svc = Arc::new(TaskService::new(Shared {
+        namespace: flags.namespace.clone(),
+        publisher: publisher.clone(),
+        exits,
+        monitor: reaper,
+    }));
+    let mut server = server::serve(listener, &svc).await?;
+    signal_ready();
+    log::info!("shim {} serving (namespace {}, pid {})", flags.id, flags.namespace, std::process::id());
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr1 = signal(SignalKind::user_defined1())?;
+    loop {
+        tokio::select! {
+            _ = svc.shutdown.notified() => { log::info!("shutdown requested"); break }
+            _ = sigterm.recv() => { log::info!("SIGTERM"); break }
+            _ = sigint.recv() => { log::info!("SIGINT"); break }
+            _ = sigusr1.recv() => {
+                for line in svc.describe() {
+                    log::info!("dump: {line}");
+                }
+            }
+        }
+    }
+    if !publisher.flush(FLUSH_BOUND).await {
+        log::warn!("events not all forwarded within {FLUSH_BOUND:?} at shutdown");
+    }
+    publisher_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+    remove_socket(flags);
+    Ok(())
+}
+
+/// Tells `start` (waiting on fd 4) that we serve.
+fn signal_ready() {
+    let Some(fd) = std::env::var(READY_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    std::env::remove_var(READY_ENV);
+    // SAFETY: `start` passed us this pipe's write end; nothing else uses the fd.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = pipe.write_all(b"1");
+}
+
+fn remove_socket(flags: &Flags) {
+    let path = if !flags.socket.is_empty() {
+        flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket).to_string()
+    } else if let Ok(address) = std::fs::read_to_string("address") {
+        crate::address::socket_path(address.trim()).to_string()
+    } else {
+        return;
+    };
+    if let Err(e) = std::fs::remove_file(&path) {
+        log::debug!("remove socket {path}: {e}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Runtime options: decoded from containerd's `Any`, saved in the bundle (`options.json`,
+//! `runtime`) so that the `delete` action can find runc after the shim died.
+
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::Options as RuncOptionsProto;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// containerd's default runc root; runc state lives in `<root>/<namespace>`.
+pub const DEFAULT_RUNC_ROOT: &str = "/run/containerd/runc";
+pub const OPTIONS_FILE: &str = "options.json";
+pub const RUNTIME_FILE: &str = "runtime";
+
+/// The runc options containerd may send (`containerd.runc.v1.Options`), with the JSON names the
+/// Go shim writes to `options.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuncOptions {
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_pivot_root: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_new_keyring: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub shim_cgroup: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub io_uid: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub io_gid: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub binary_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub root: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub systemd_cgroup: bool,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub criu_image_path: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub criu_work_path: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+const LEGACY_RUNC_OPTIONS_TYPE: &str = "containerd.linux.runc.RuncOptions";
+
+impl RuncOptions {
+    /// Decodes the `options` of a Create request (or the `start` action's stdin). An absent or
+    /// empty `Any` means defaults.
+    pub fn from_any(any: Option<&Any>) -> Result<RuncOptions> {
+        let Some(any) = any.filter(|a| !a.type_url.is_empty() || !a.value.is_empty()) else {
+            return Ok(RuncOptions::default());
+        };
+        let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
+        match type_name {
+            RUNC_OPTIONS_TYPE | LEGACY_RUNC_OPTIONS_TYPE => {
+                let p = RuncOptionsProto::parse_from_bytes(&any.value).map_err(|e| {
+                    Error::InvalidArgument(format!("invalid runc options ({}): {e}", any.type_url))
+                })?;
+                Ok(RuncOptions {
+                    no_pivot_root: p.no_pivot_root,
+                    no_new_keyring: p.no_new_keyring,
+                    shim_cgroup: p.shim_cgroup,
+                    io_uid: p.io_uid,
+                    io_gid: p.io_gid,
+                    binary_name: p.binary_name,
+                    root: p.root,
+                    systemd_cgroup: p.systemd_cgroup,
+                    criu_image_path: p.criu_image_path,
+                    criu_work_path: p.criu_work_path,
+                })
+            }
+            other => Err(Error::InvalidArgument(format!(
+                "unsupported runtime options type {other:?} (expected {RUNC_OPTIONS_TYPE})"
+            ))),
+        }
+    }
+
+    pub fn binary(&self) -> PathBuf {
+        PathBuf::from(if self.binary_name.is_empty() { "runc" } else { &self.binary_name })
+    }
+
+    /// runc's `--root` for a namespace.
+    pub fn runc_root(&self, namespace: &str) -> PathBuf {
+        let root = if self.root.is_empty() { DEFAULT_RUNC_ROOT } else { &self.root };
+        Path::new(root).join(namespace)
+    }
+
+    pub fn io_owner(&self) -> Option<(u32, u32)> {
+        (self.io_uid != 0 || self.io_gid != 0).then_some((self.io_uid, self.io_gid))
+    }
+
+    /// Writes `options.json` and `runtime` (the binary name, as the Go shim does for history's sake).
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("encode options: {e}")))?;
+        write_file(&bundle.join(OPTIONS_FILE), &json)?;
+        write_file(&bundle.join(RUNTIME_FILE), self.binary_name.as_bytes())
+    }
+
+    /// Reads what `save` wrote; missing files mean defaults.
+    pub fn load(bundle: &Path) -> Result<RuncOptions> {
+        let mut opts = match std::fs::read(bundle.join(OPTIONS_FILE)) {
+            Ok(data) => serde_json::from_slice(&data).map_err(|e| {
+                Error::InvalidArgument(format!("invalid {}: {e}", bundle.join(OPTIONS_FILE).display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RuncOptions::default(),
+            Err(e) => return Err(Error::io(format!("read {}", bundle.join(OPTIONS_FILE).display()), e)),
+        };
+        if opts.binary_name.is_empty() {
+            if let Ok(name) = std::fs::read_to_string(bundle.join(RUNTIME_FILE)) {
+                opts.binary_name = name.trim().to_string();
+            }
+        }
+        Ok(opts)
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    std::fs::write(path, data).map_err(|e| Error::io(format!("write {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any_of(opts: &RuncOptionsProto) -> Any {
+        Any { type_url: RUNC_OPTIONS_TYPE.into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }
+    }
+
+    #[test]
+    fn decodes_runc_options() {
+        let mut p = RuncOptionsProto::new();
+        p.binary_name = "/usr/local/bin/crun".into();
+        p.root = "/run/custom".into();
+        p.systemd_cgroup = true;
+        p.io_uid = 1000;
+        let o = RuncOptions::from_any(Some(&any_of(&p))).unwrap();
+        assert_eq!(o.binary(), PathBuf::from("/usr/local/bin/crun"));
+        assert_eq!(o.runc_root("k8s.io"), PathBuf::from("/run/custom/k8s.io"));
+        assert!(o.systemd_cgroup);
+        assert_eq!(o.io_owner(), Some((1000, 0)));
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let o = RuncOptions::from_any(None).unwrap();
+        assert_eq!(o.binary(), PathBuf::from("runc"));
+        assert_eq!(o.runc_root("default"), PathBuf::from("/run/containerd/runc/default"));
+        let bad = Any { type_url: "example.com/Unknown".into(), value: vec![1], ..Default::default() };
+        assert!(matches!(RuncOptions::from_any(Some(&bad)), Err(Error::InvalidArgument(_))));
+        let garbage = Any { type_url: RUNC_OPTIONS_TYPE.into(), value: vec![0xff, 0xff], ..Default::default() };
+        assert!(matches!(RuncOptions::from_any(Some(&garbage)), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn save_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = RuncOptions { binary_name: "crun".into(), root: "/r".into(), ..Default::default() };
+        o.save(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("runtime")).unwrap(), "crun");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("options.json")).unwrap(),
+            r#"{"binary_name":"crun","root":"/r"}"#
+        );
+        assert_eq!(RuncOptions::load(dir.path()).unwrap(), o);
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(RuncOptions::load(empty.path()).unwrap(), RuncOptions::default());
+    }
+}

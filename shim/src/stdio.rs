@@ -1,0 +1,295 @@
+//! A process's stdio as containerd hands it over: FIFO paths (any of them empty), `file://`
+//! URIs, or a terminal. The shim owns the pipes between the container and these destinations.
+//!
+//! Bug class 3: the pipes exist, and their readers run, before runc is spawned
+//! (`runc_wrapper::io::ProcessPipes` starts draining at creation), and the destinations are
+//! attached before runc runs too, so nothing runc or the process writes can block runc.
+//!
+//! FIFOs are never opened blocking (an open of a FIFO whose other end is gone would hang
+//! forever). Output FIFOs are opened read-write, which never blocks and, as the Go shim does by
+//! holding a read end, keeps the FIFO alive across a containerd restart. The stdin FIFO is
+//! opened read-write too, so the container's stdin stays open until CloseIO, not until the
+//! client closes its end (what the Go shim does).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use runc_wrapper::io::{ProcessPipes, RuncStdio};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+/// What containerd asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioConfig {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The live stdio of one process: copy tasks and what CloseIO / ResizePty act on.
+pub struct ProcessIo {
+    stdin_copy: Mutex<Option<JoinHandle<()>>>,
+    output_copies: Mutex<Vec<JoinHandle<()>>>,
+    drained: Mutex<Option<BoxFuture<'static, ()>>>,
+    console: Option<OwnedFd>,
+    /// Owns the drain tasks of the output pipes.
+    _pipes: Option<ProcessPipes>,
+}
+
+/// Before runc: the fds runc gets and what the shim keeps.
+pub struct PreparedIo {
+    pub runc_stdio: RuncStdio,
+    io: ProcessIo,
+    pipes: Option<ProcessPipes>,
+    stdin_path: String,
+    stdout_path: String,
+}
+
+impl PreparedIo {
+    /// Creates pipes (drains running) and attaches the destinations, all before runc.
+    /// For a terminal nothing is created here: the pty comes from the console socket later.
+    pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> Result<PreparedIo> {
+        let empty = ProcessIo {
+            stdin_copy: Mutex::new(None),
+            output_copies: Mutex::new(Vec::new()),
+            drained: Mutex::new(None),
+            console: None,
+            _pipes: None,
+        };
+        if cfg.terminal {
+            return Ok(PreparedIo {
+                runc_stdio: RuncStdio::default(),
+                io: empty,
+                pipes: None,
+                stdin_path: cfg.stdin.clone(),
+                stdout_path: cfg.stdout.clone(),
+            });
+        }
+        let mut pipes = ProcessPipes::new(
+            !cfg.stdin.is_empty(),
+            !cfg.stdout.is_empty(),
+            !cfg.stderr.is_empty(),
+            owner,
+        )
+        .map_err(|e| Error::io("create stdio pipes", e))?;
+        if !cfg.stdout.is_empty() {
+            pipes.attach_stdout(open_output(&cfg.stdout)?);
+        }
+        if !cfg.stderr.is_empty() {
+            pipes.attach_stderr(open_output(&cfg.stderr)?);
+        }
+        if let Some(stdin_pipe) = pipes.take_stdin() {
+            let fifo = open_input(&cfg.stdin)?;
+            let copy = tokio::spawn(copy_until_eof(fifo, stdin_pipe, "stdin"));
+            *empty.stdin_copy.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+        }
+        *empty.drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipes.drained().boxed());
+        let runc_stdio = pipes.take_runc_stdio();
+        Ok(PreparedIo { runc_stdio, io: empty, pipes: Some(pipes), stdin_path: String::new(), stdout_path: String::new() })
+    }
+
+    /// After runc: for a terminal, wire the pty master received on the console socket to the
+    /// FIFOs (stdout carries the terminal's output; stderr is unused with a tty).
+    pub fn finish(mut self, console: Option<OwnedFd>) -> Result<ProcessIo> {
+        self.io._pipes = self.pipes.take();
+        let Some(master) = console else { return Ok(self.io) };
+        let mut io = self.io;
+        if !self.stdout_path.is_empty() {
+            let reader = pty_half(&master)?;
+            let out = open_output(&self.stdout_path)?;
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let copy = tokio::spawn(async move {
+                copy_pty_output(reader, out).await;
+                let _ = done_tx.send(());
+            });
+            io.output_copies.get_mut().unwrap_or_else(|p| p.into_inner()).push(copy);
+            *io.drained.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(
+                async move {
+                    let _ = done_rx.await;
+                }
+                .boxed(),
+            );
+        }
+        if !self.stdin_path.is_empty() {
+            let fifo = open_input(&self.stdin_path)?;
+            let writer = pty_half(&master)?;
+            let copy = tokio::spawn(copy_until_eof(fifo, writer, "stdin (tty)"));
+            *io.stdin_copy.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+        }
+        io.console = Some(master);
+        Ok(io)
+    }
+}
+
+impl ProcessIo {
+    /// A process without stdio of its own (e.g. a failed setup).
+    pub fn none() -> ProcessIo {
+        ProcessIo {
+            stdin_copy: Mutex::new(None),
+            output_copies: Mutex::new(Vec::new()),
+            drained: Mutex::new(None),
+            console: None,
+            _pipes: None,
+        }
+    }
+
+    /// CloseIO: the container sees EOF on stdin.
+    pub fn close_stdin(&self) {
+        if let Some(copy) = self.stdin_copy.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            copy.abort();
+        }
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let Some(master) = &self.console else { return Ok(()) };
+        let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer on a valid fd.
+        let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if rc < 0 {
+            return Err(Error::io("resize pty", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Waits until the process's output has reached its destinations, at most `bound` (a
+    /// grandchild can keep the pipe open forever), then stops every copy.
+    pub async fn drain_and_close(&self, bound: Duration) {
+        let drained = self.drained.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(drained) = drained {
+            if tokio::time::timeout(bound, drained).await.is_err() {
+                log::warn!("stdio not drained within {bound:?}; closing it");
+            }
+        }
+        self.close_stdin();
+        for copy in self.output_copies.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            copy.abort();
+        }
+    }
+}
+
+/// Opens an output destination: a FIFO or plain path, or `file:///path` (appended to).
+fn open_output(uri: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
+    if let Some(path) = uri.strip_prefix("file://") {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("open {path}"), e))?;
+        return Ok(Box::new(tokio::fs::File::from_std(f)));
+    }
+    if uri.contains("://") {
+        return Err(Error::Unimplemented(format!("stdio URI scheme not supported yet: {uri}")));
+    }
+    if !Path::new(uri).exists() {
+        return Err(Error::NotFound(format!("stdio FIFO {uri} does not exist")));
+    }
+    // Read-write: never blocks, never ENXIO, survives the reader going away and coming back.
+    let sender = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_sender(uri)
+        .map_err(|e| Error::io(format!("open FIFO {uri}"), e))?;
+    Ok(Box::new(sender))
+}
+
+fn open_input(path: &str) -> Result<pipe::Receiver> {
+    pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+        .map_err(|e| Error::io(format!("open stdin FIFO {path}"), e))
+}
+
+/// One direction of the pty master as a tokio pipe-like object (the master is a character
+/// device; tokio's pipe types accept it when opened non-blocking).
+fn pty_half(master: &OwnedFd) -> Result<PtyHalf> {
+    let dup = master.try_clone().map_err(|e| Error::io("dup pty master", e))?;
+    PtyHalf::new(dup).map_err(|e| Error::io("register pty master", e))
+}
+
+pub struct PtyHalf {
+    inner: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl PtyHalf {
+    fn new(fd: OwnedFd) -> std::io::Result<PtyHalf> {
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        // SAFETY: the AsyncFd owns `fd` (an OwnedFd), so it stays open while registered.
+        Ok(PtyHalf { inner: unsafe { tokio::io::unix::AsyncFd::register(fd)? } })
+    }
+}
+
+impl AsyncRead for PtyHalf {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = futures::ready!(self.inner.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                nix::unistd::read(fd.get_ref().as_raw_fd(), unfilled).map_err(std::io::Error::from)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                // EIO: every slave fd is closed (the processes on the terminal are gone): EOF.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return std::task::Poll::Ready(Ok(())),
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyHalf {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            let mut guard = futures::ready!(self.inner.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+                Ok(result) => return std::task::Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+async fn copy_until_eof<R, W>(mut from: R, mut to: W, what: &'static str)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
+        log::debug!("{what} copy ended: {e}");
+    }
+    let _ = to.shutdown().await;
+}
+
+async fn copy_pty_output(mut from: PtyHalf, mut to: Box<dyn AsyncWrite + Send + Unpin>) {
+    if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
+        log::debug!("pty output copy ended: {e}");
+    }
+    let _ = to.flush().await;
+}
