@@ -145,7 +145,7 @@ impl Container {
     }
 
     async fn run_create(self: &Arc<Self>, req: &CreateRequest) -> Result<()> {
-        let mut prepared = PreparedIo::prepare(&req.stdio, self.io_owner)?;
+        let mut prepared = PreparedIo::prepare(&req.stdio, self.io_owner, true)?;
         let console = if req.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
@@ -167,11 +167,11 @@ impl Container {
                     self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE),
                     console.receive(deadline::CONSOLE)
                 );
-                created?;
+                created.map_err(|e| Error::runtime("create", e))?;
                 Some(master?)
             }
             None => {
-                self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE).await?;
+                self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE).await.map_err(|e| Error::runtime("create", e))?;
                 None
             }
         };
@@ -213,7 +213,7 @@ impl Container {
         let started = self.runc.start(&self.id, deadline::START).await;
         if let Err(e) = started {
             init.open_start_gate();
-            return Err(e.into());
+            return Err(Error::runtime("start", e));
         }
         // The init may already have exited (and be Stopped): that is not an error of Start.
         let _ = init.transition(Status::Running);
@@ -275,7 +275,7 @@ impl Container {
     }
 
     async fn run_exec(self: &Arc<Self>, exec: &Arc<Process>, spec: &oci_spec::runtime::Process) -> Result<u32> {
-        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner)?;
+        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner, false)?;
         let console = if exec.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
@@ -295,11 +295,11 @@ impl Container {
                     self.runc.exec(&self.id, spec, opts, deadline::EXEC),
                     console.receive(deadline::CONSOLE)
                 );
-                ran?;
+                ran.map_err(|e| Error::runtime("exec", e))?;
                 Some(master?)
             }
             None => {
-                self.runc.exec(&self.id, spec, opts, deadline::EXEC).await?;
+                self.runc.exec(&self.id, spec, opts, deadline::EXEC).await.map_err(|e| Error::runtime("exec", e))?;
                 None
             }
         };

@@ -24,6 +24,10 @@ pub enum Error {
     Internal(String),
     #[error(transparent)]
     Runc(#[from] runc_wrapper::Error),
+    /// runc failed starting a process; worded as containerd's Go shim words it
+    /// ("OCI runtime create failed: ...") because users and tools match on it.
+    #[error("OCI runtime {op} failed: {message}")]
+    Runtime { op: &'static str, message: String, timed_out: bool },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -33,6 +37,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io { context: context.into(), source }
+    }
+
+    /// A runc failure of a process-starting operation (create, start, exec).
+    pub fn runtime(op: &'static str, e: runc_wrapper::Error) -> Error {
+        let timed_out = matches!(e, runc_wrapper::Error::Timeout { .. });
+        let message = match e {
+            runc_wrapper::Error::Failed { message, .. } => message,
+            other => other.to_string(),
+        };
+        Error::Runtime { op, message, timed_out }
     }
 
     pub fn code(&self) -> Code {
@@ -46,6 +60,8 @@ impl Error {
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Unavailable(_) => Code::UNAVAILABLE,
             Error::Runc(runc_wrapper::Error::Timeout { .. }) => Code::DEADLINE_EXCEEDED,
+            Error::Runtime { timed_out: true, .. } => Code::DEADLINE_EXCEEDED,
+            Error::Runtime { .. } => Code::UNKNOWN,
             // containerd's Go shim returns runc failures as plain errors (UNKNOWN on the wire),
             // carrying runc's own message.
             Error::Runc(_) | Error::Internal(_) | Error::Io { .. } => Code::UNKNOWN,
@@ -77,5 +93,9 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+        let failed = runc_wrapper::Error::Failed { command: "runc create".into(), status: 1, message: "exec: \"sh\": not found".into() };
+        let e = Error::runtime("create", failed);
+        assert_eq!(e.to_string(), "OCI runtime create failed: exec: \"sh\": not found");
+        assert_eq!(e.code(), Code::UNKNOWN);
     }
 }

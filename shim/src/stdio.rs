@@ -56,7 +56,9 @@ pub struct PreparedIo {
 impl PreparedIo {
     /// Creates pipes (drains running) and attaches the destinations, all before runc.
     /// For a terminal nothing is created here: the pty comes from the console socket later.
-    pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>) -> Result<PreparedIo> {
+    /// `hold`: keep output in memory until `finish` (a failed `runc create` then shows only
+    /// its error, as with the Go shim; the drains never stop reading either way).
+    pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>, hold: bool) -> Result<PreparedIo> {
         let empty = ProcessIo {
             stdin_copy: Mutex::new(None),
             output_copies: Mutex::new(Vec::new()),
@@ -80,6 +82,9 @@ impl PreparedIo {
             owner,
         )
         .map_err(|e| Error::io("create stdio pipes", e))?;
+        if hold {
+            pipes.hold();
+        }
         if !cfg.stdout.is_empty() {
             pipes.attach_stdout(open_output(&cfg.stdout)?);
         }
@@ -99,9 +104,12 @@ impl PreparedIo {
     /// After runc: for a terminal, wire the pty master received on the console socket to the
     /// FIFOs (stdout carries the terminal's output; stderr is unused with a tty).
     pub fn finish(mut self, console: Option<OwnedFd>) -> Result<ProcessIo> {
-        self.io._pipes = self.pipes.take();
-        let Some(master) = console else { return Ok(self.io) };
-        let mut io = self.io;
+        let mut io = std::mem::replace(&mut self.io, ProcessIo::none());
+        if let Some(pipes) = &self.pipes {
+            pipes.release();
+        }
+        io._pipes = self.pipes.take();
+        let Some(master) = console else { return Ok(io) };
         if !self.stdout_path.is_empty() {
             let reader = pty_half(&master)?;
             let out = open_output(&self.stdout_path)?;
@@ -126,6 +134,15 @@ impl PreparedIo {
         }
         io.console = Some(master);
         Ok(io)
+    }
+}
+
+impl Drop for PreparedIo {
+    /// Never finished: runc failed, the process does not exist; drop what it held.
+    fn drop(&mut self) {
+        if let Some(pipes) = &self.pipes {
+            pipes.discard();
+        }
     }
 }
 
