@@ -1,0 +1,193 @@
+//! A private containerd: own root, state, sockets and config under a temp dir, rshim's
+//! directory first on its PATH. Dropping it stops containerd and removes every task,
+//! container, shim, mount and socket it made.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::ctr::{self, Output};
+use crate::image;
+
+pub const NAMESPACE: &str = "rshim-it";
+pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct PrivateContainerd {
+    pub dir: tempfile::TempDir,
+    pub address: String,
+    child: Option<Child>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Enable the CRI plugin (off by default: faster, fewer moving parts).
+    pub cri: bool,
+}
+
+/// The directory holding `containerd-shim-rshim-v2`: `RSHIM_BIN_DIR`, else target/debug.
+pub fn rshim_bin_dir() -> PathBuf {
+    std::env::var("RSHIM_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| crate::workspace_root().join("target").join("debug"))
+}
+
+impl PrivateContainerd {
+    pub fn start(opts: Options) -> anyhow::Result<PrivateContainerd> {
+        let bin_dir = rshim_bin_dir();
+        if !bin_dir.join("containerd-shim-rshim-v2").exists() {
+            bail!("{} has no containerd-shim-rshim-v2: build it first (cargo build --bins)", bin_dir.display());
+        }
+        // Short paths: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new().prefix("rsh-").tempdir_in("/tmp")?;
+        let d = dir.path();
+        let address = d.join("c.sock").to_string_lossy().into_owned();
+        let disabled = if opts.cri { "[]" } else { r#"["io.containerd.grpc.v1.cri"]"# };
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
+             [grpc]\n  address = \"{address}\"\n[ttrpc]\n  address = \"{address}.ttrpc\"\n\
+             [debug]\n  level = \"debug\"\n",
+            root = d.join("root").display(),
+            state = d.join("state").display(),
+        );
+        std::fs::write(d.join("config.toml"), config)?;
+        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start containerd (is it installed? scripts/install-deps.sh)")?;
+        let c = PrivateContainerd { dir, address, child: Some(child) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if c.ctr(&["version"]).code == Some(0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("containerd did not answer within 20s; log:\n{}", c.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(c)
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn args(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec!["--address".to_string(), self.address.clone(), "--namespace".into(), NAMESPACE.into()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// `ctr` against this containerd, bounded by `CTR_TIMEOUT`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        ctr::run("ctr", &self.args(args), None, CTR_TIMEOUT)
+    }
+
+    pub fn ctr_with(&self, args: &[&str], stdin: Option<&[u8]>, timeout: Duration) -> Output {
+        ctr::run("ctr", &self.args(args), stdin, timeout)
+    }
+
+    /// `ctr` under a pseudo-terminal (`script`), for `-t` runs.
+    pub fn ctr_tty(&self, args: &[&str], timeout: Duration) -> Output {
+        let line = self.args(args).iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        ctr::run("script", &["-qec".into(), format!("ctr {line}"), "/dev/null".into()], None, timeout)
+    }
+
+    /// Builds (once per process) and imports the busybox image.
+    pub fn import_busybox(&self) -> anyhow::Result<()> {
+        let tar = self.dir.path().join("busybox.tar");
+        image::build(&tar)?;
+        let out = self.ctr(&["images", "import", tar.to_str().unwrap_or_default()]);
+        if out.code != Some(0) {
+            bail!("ctr images import failed: {}{}", out.stdout, out.stderr);
+        }
+        Ok(())
+    }
+
+    /// Kills and removes every task and container (best effort, bounded).
+    pub fn remove_all(&self) {
+        let list = self.ctr(&["containers", "list", "-q"]);
+        for id in list.stdout.lines().filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+            let _ = self.ctr(&["task", "delete", "-f", id]);
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+    }
+
+    fn stop(&mut self) {
+        self.remove_all();
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_shims_of(&self.address);
+        unmount_under(self.dir.path());
+    }
+}
+
+impl Drop for PrivateContainerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Shims started by this containerd carry `-address <sock>` on their command line.
+pub fn shims_of(address: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .unwrap_or(true);
+            !zombie && args.windows(2).any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
+        })
+        .collect()
+}
+
+fn kill_shims_of(address: &str) {
+    for pid in shims_of(address) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+}
+
+/// Mount points under `dir` in our namespace.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect()
+}
+
+fn unmount_under(dir: &Path) {
+    let mut mounts = mounts_under(dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
