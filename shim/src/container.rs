@@ -209,7 +209,7 @@ impl Container {
 
     async fn start_init(&self) -> Result<u32> {
         let init = &self.init;
-        init.check_transition(Status::Running)?;
+        init.check_start()?;
         let started = self.runc.start(&self.id, deadline::START).await;
         if let Err(e) = started {
             init.open_start_gate();
@@ -225,14 +225,9 @@ impl Container {
     pub fn add_exec(&self, exec_id: &str, stdio: StdioConfig, spec: oci_spec::runtime::Process) -> Result<()> {
         match self.init.status() {
             Status::Stopped | Status::Deleted => {
-                return Err(Error::FailedPrecondition(format!(
-                    "cannot exec in container {}: its init process is not running",
-                    self.id
-                )))
+                return Err(Error::FailedPrecondition("cannot exec in a stopped state".into()))
             }
-            Status::Paused => {
-                return Err(Error::FailedPrecondition(format!("cannot exec in paused container {}", self.id)))
-            }
+            Status::Paused => return Err(Error::FailedPrecondition("cannot exec in a paused state".into())),
             Status::Created | Status::Running => {}
         }
         {
@@ -259,7 +254,7 @@ impl Container {
                 self.id
             )));
         }
-        exec.check_transition(Status::Running)?;
+        exec.check_start()?;
         let spec = self
             .exec_specs
             .lock()
@@ -275,7 +270,7 @@ impl Container {
     }
 
     async fn run_exec(self: &Arc<Self>, exec: &Arc<Process>, spec: &oci_spec::runtime::Process) -> Result<u32> {
-        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner, false)?;
+        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner, true)?;
         let console = if exec.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
@@ -323,7 +318,7 @@ impl Container {
         let process = self.process(exec_id)?;
         match process.status() {
             Status::Deleted => return Err(Error::NotFound(format!("process {} was deleted", process.id))),
-            Status::Stopped => return Err(Error::NotFound(format!("process {} already finished", process.id))),
+            Status::Stopped => return Err(Error::NotFound("process already finished".into())),
             _ => {}
         }
         if process.is_init() {
@@ -333,7 +328,7 @@ impl Container {
                     .iter()
                     .any(|s| text.contains(s))
                 {
-                    Error::NotFound(format!("process {} already finished: {text}", process.id))
+                    Error::NotFound("process already finished".into())
                 } else {
                     e.into()
                 }
@@ -347,7 +342,7 @@ impl Container {
             .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound(format!("process {} already finished", process.id))),
+            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound("process already finished".into())),
             Err(e) => Err(Error::Internal(format!("kill exec {}: {e}", process.id))),
         }
     }
@@ -411,12 +406,15 @@ impl Container {
 
     pub async fn resume(&self) -> Result<()> {
         let _op = self.ops.lock().await;
-        if self.init.status() != Status::Paused {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot resume a {} process {}",
-                self.init.status().name(),
-                self.id
-            )));
+        let msg = match self.init.status() {
+            Status::Paused => None,
+            Status::Created => Some("cannot resume task in created state"),
+            Status::Running => Some("cannot resume a running process"),
+            Status::Stopped => Some("cannot resume a stopped container"),
+            Status::Deleted => Some("cannot resume a deleted process"),
+        };
+        if let Some(msg) = msg {
+            return Err(Error::FailedPrecondition(msg.into()));
         }
         self.runc.resume(&self.id, deadline::PAUSE).await?;
         let _ = self.init.transition(Status::Running);

@@ -146,6 +146,14 @@ impl Process {
         }
     }
 
+    /// Start is allowed only from Created (Paused -> Running is Resume, not Start).
+    pub fn check_start(&self) -> Result<()> {
+        match self.status() {
+            Status::Created => Ok(()),
+            from => Err(transition_error(&self.id, from, Status::Running)),
+        }
+    }
+
     /// Records the exit (first report wins: the reaper and an early-exit check can both see it)
     /// and returns whether this call recorded it.
     pub fn record_exit(&self, status: u32, at: SystemTime) -> bool {
@@ -196,20 +204,23 @@ impl Process {
     }
 }
 
+/// The Go shim's wording (pkg/process init_state.go / exec_state.go): users and tools match
+/// on it. The codes are more precise than the Go shim's (FailedPrecondition, not Unknown).
 fn transition_error(id: &str, from: Status, to: Status) -> Error {
-    let what = match to {
-        Status::Running if from == Status::Paused => "resume",
-        Status::Running => "start",
-        Status::Paused => "pause",
-        Status::Deleted => "delete",
-        Status::Stopped => "stop",
-        Status::Created => "create",
+    let msg = match (to, from) {
+        (_, Status::Deleted) => return Error::NotFound(format!("process {id} was deleted")),
+        (Status::Running, Status::Paused) => "cannot start a paused process",
+        (Status::Running, Status::Running) => "cannot start a running process",
+        (Status::Running, Status::Stopped) => "cannot start a stopped process",
+        (Status::Running, Status::Created) => "cannot resume task in created state",
+        (Status::Paused, Status::Created) => "cannot pause task in created state",
+        (Status::Paused, Status::Paused) => "cannot pause a paused container",
+        (Status::Paused, Status::Stopped) => "cannot pause a stopped container",
+        (Status::Deleted, Status::Running) => "cannot delete a running process",
+        (Status::Deleted, Status::Paused) => "cannot delete a paused process",
+        _ => return Error::FailedPrecondition(format!("process {id}: cannot go from {} to {}", from.name(), to.name())),
     };
-    let msg = format!("cannot {what} a {} process {id}", from.name());
-    match from {
-        Status::Deleted => Error::NotFound(format!("process {id} was deleted")),
-        _ => Error::FailedPrecondition(msg),
-    }
+    Error::FailedPrecondition(msg.to_string())
 }
 
 #[cfg(test)]
@@ -227,9 +238,10 @@ mod tests {
         assert!(matches!(p.transition(Status::Paused), Err(Error::FailedPrecondition(_))));
         p.transition(Status::Running).unwrap();
         let err = p.check_transition(Status::Deleted).unwrap_err();
-        assert_eq!(err.to_string(), "cannot delete a running process c");
+        assert_eq!(err.to_string(), "cannot delete a running process");
         p.transition(Status::Paused).unwrap();
         assert!(p.check_transition(Status::Paused).is_err());
+        assert_eq!(p.check_start().unwrap_err().to_string(), "cannot start a paused process");
         p.transition(Status::Running).unwrap();
         assert!(p.record_exit(137, SystemTime::UNIX_EPOCH));
         assert!(!p.record_exit(1, SystemTime::UNIX_EPOCH), "first exit wins");

@@ -251,6 +251,11 @@ impl TaskService {
     pub async fn resize_pty(self: Arc<Self>, req: ResizePtyRequest) -> Result<Empty> {
         let container = self.container(&req.id)?;
         let p = container.process(&req.exec_id)?;
+        // As the Go shim: a stopped exec refuses a resize; the init's console resizes whatever
+        // its state (ctr resizes right after the process may have exited).
+        if !p.is_init() && matches!(p.status(), Status::Stopped | Status::Deleted) {
+            return Err(Error::FailedPrecondition("cannot resize a stopped container".into()));
+        }
         if let Some(io) = p.io() {
             io.resize(req.width, req.height)?;
         }

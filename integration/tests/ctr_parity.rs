@@ -1,0 +1,233 @@
+//! One scenario list run through a real containerd against containerd's Go shim and rshim;
+//! what a user sees (ctr output, exit codes, task states, events) must be the same.
+//! `RSHIM_RUNTIMES=go` runs the reference alone, proving the harness itself.
+
+use std::time::Duration;
+
+use rshim_integration::containerd::{mounts_under, shims_of, Options, PrivateContainerd};
+use rshim_integration::ctr::Output;
+use rshim_integration::events::EventCapture;
+use rshim_integration::image::IMAGE;
+use rshim_integration::Runtime;
+
+/// What a user sees of one scenario, normalised (ids, timestamps, pids removed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation(Vec<String>);
+
+struct Ctx<'a> {
+    c: &'a PrivateContainerd,
+    rt: Runtime,
+    id: String,
+    lines: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn normalise(&self, text: &str) -> String {
+        text.replace('\r', "")
+            .replace('\0', "")
+            // The terminal echoes a NUL as "^@" now and then, whichever the shim.
+            .replace("^@", "")
+            .replace(&self.id, "<id>")
+            .lines()
+            .map(|l| match l.find("level=") {
+                // ctr's own log lines carry a timestamp.
+                Some(i) if l.starts_with("time=") => l[i..].to_string(),
+                _ => strip_code(l),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn record(&mut self, label: &str, out: &Output) {
+        let line = format!(
+            "{label}: code={:?} timed_out={} stdout={:?} stderr={:?}",
+            out.code,
+            out.timed_out,
+            self.normalise(&out.stdout),
+            self.normalise(&out.stderr)
+        );
+        self.lines.push(line);
+    }
+
+    fn note(&mut self, label: &str, value: impl std::fmt::Display) {
+        self.lines.push(format!("{label}: {value}"));
+    }
+
+    fn ctr(&mut self, label: &str, args: &[&str]) -> Output {
+        let args: Vec<String> = args.iter().map(|a| a.replace("{id}", &self.id).replace("{rt}", self.rt.runtime_type())).collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.c.ctr(&refs);
+        self.record(label, &out);
+        out
+    }
+
+    /// The task's status column in `ctr task ls`.
+    fn status(&mut self) -> String {
+        let out = self.c.ctr(&["task", "ls"]);
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(self.id.as_str()))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("<none>")
+            .to_string()
+    }
+
+    fn cleanup(&self) {
+        let _ = self.c.ctr(&["task", "kill", "-s", "SIGKILL", &self.id]);
+        let _ = self.c.ctr(&["task", "delete", "-f", &self.id]);
+        let _ = self.c.ctr(&["containers", "rm", &self.id]);
+    }
+}
+
+/// ctr ends an error with the ttrpc code's name. rshim answers precise codes (FailedPrecondition)
+/// where the Go shim answers Unknown; the comparison is of messages, so the code is dropped.
+fn strip_code(line: &str) -> String {
+    const CODES: &[&str] = &[": unknown", ": failed precondition", ": not found", ": already exists", ": invalid argument"];
+    let mut out = line.to_string();
+    for code in CODES {
+        // At the end of ctr's own error line, or inside a logged `error="..."` field.
+        out = out.replace(&format!("{code}\""), "\"");
+        if let Some(stripped) = out.strip_suffix(code) {
+            out = stripped.to_string();
+        }
+    }
+    out
+}
+
+type Scenario = fn(&mut Ctx);
+
+fn run_echo(x: &mut Ctx) {
+    x.ctr("run echo", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "echo", "hello"]);
+}
+
+fn run_exit_code(x: &mut Ctx) {
+    x.ctr("run exit 3", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+}
+
+fn run_missing_binary(x: &mut Ctx) {
+    x.ctr("run missing binary", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "/no/such/binary"]);
+}
+
+fn run_tty(x: &mut Ctx) {
+    let args = ["run", "--rm", "-t", "--runtime", x.rt.runtime_type(), IMAGE, &x.id, "sh", "-c", "tty; echo ok; exit 4"];
+    let out = x.c.ctr_tty(&args, Duration::from_secs(30));
+    x.record("run -t", &out);
+}
+
+fn run_stdin(x: &mut Ctx) {
+    let args = ["run", "--rm", "--runtime", x.rt.runtime_type(), IMAGE, &x.id, "head", "-c", "3"];
+    let out = x.c.ctr_with(&args, Some(b"hi\nmore"), Duration::from_secs(30));
+    x.record("run stdin", &out);
+}
+
+fn detached_lifecycle(x: &mut Ctx) {
+    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    x.ctr("exec echo", &["task", "exec", "--exec-id", "e1", "{id}", "echo", "hi"]);
+    x.ctr("exec exit 5", &["task", "exec", "--exec-id", "e2", "{id}", "sh", "-c", "echo o; echo e >&2; exit 5"]);
+    let tty = ["task", "exec", "-t", "--exec-id", "e3", &x.id, "sh", "-c", "tty; exit 2"];
+    let out = x.c.ctr_tty(&tty, Duration::from_secs(30));
+    x.record("exec -t", &out);
+    x.ctr("exec missing", &["task", "exec", "--exec-id", "e4", "{id}", "/no/such/binary"]);
+    x.ctr("exec duplicate id", &["task", "exec", "--exec-id", "e1", "{id}", "true"]);
+    let ps = x.c.ctr(&["task", "ps", &x.id]);
+    x.note("ps lines", ps.stdout.lines().count());
+    x.ctr("pause", &["task", "pause", "{id}"]);
+    let s = x.status();
+    x.note("status after pause", s);
+    x.ctr("pause again", &["task", "pause", "{id}"]);
+    x.ctr("resume", &["task", "resume", "{id}"]);
+    let s = x.status();
+    x.note("status after resume", s);
+    x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let s = x.status();
+    x.note("status after kill", s);
+    x.ctr("kill stopped", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    x.ctr("task delete", &["task", "delete", "{id}"]);
+    x.ctr("container rm", &["containers", "rm", "{id}"]);
+}
+
+fn bad_requests(x: &mut Ctx) {
+    x.ctr("kill unknown", &["task", "kill", "{id}-nope"]);
+    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    x.ctr("run duplicate", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    x.ctr("delete running", &["task", "delete", "{id}"]);
+    x.ctr("kill -s SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    std::thread::sleep(Duration::from_millis(500));
+    x.ctr("task delete", &["task", "delete", "{id}"]);
+    x.ctr("container rm", &["containers", "rm", "{id}"]);
+}
+
+const SCENARIOS: &[(&str, Scenario)] = &[
+    ("run-echo", run_echo),
+    ("run-exit", run_exit_code),
+    ("run-missing", run_missing_binary),
+    ("run-tty", run_tty),
+    ("run-stdin", run_stdin),
+    ("detached", detached_lifecycle),
+    ("bad", bad_requests),
+];
+
+#[test]
+fn ctr_sees_the_same_from_both_shims() {
+    let runtimes = Runtime::selected();
+    let c = PrivateContainerd::start(Options::default()).expect("private containerd");
+    c.import_busybox().expect("import busybox");
+    let events = EventCapture::start(&c.address).expect("ctr events");
+
+    let mut table = Vec::new();
+    let mut failures = Vec::new();
+    for (name, scenario) in SCENARIOS {
+        let mut seen: Vec<(Runtime, Observation)> = Vec::new();
+        for &rt in &runtimes {
+            let mut x = Ctx { c: &c, rt, id: format!("{name}-{}", rt.name()), lines: Vec::new() };
+            scenario(&mut x);
+            x.cleanup();
+            std::thread::sleep(Duration::from_millis(300));
+            let topics = events.topics_for(&x.id);
+            x.note("events", topics.join(" "));
+            seen.push((rt, Observation(x.lines)));
+        }
+        let same = seen.windows(2).all(|w| w[0].1 == w[1].1);
+        table.push(format!("{name:12} {}", if same { "same" } else { "DIFFERENT" }));
+        if !same {
+            let mut msg = format!("scenario {name} differs:\n");
+            for (rt, obs) in &seen {
+                msg.push_str(&format!("  [{}]\n", rt.name()));
+                for line in &obs.0 {
+                    msg.push_str(&format!("    {line}\n"));
+                }
+            }
+            failures.push(msg);
+        }
+        if let Some((_, go)) = seen.iter().find(|(rt, _)| *rt == Runtime::Go) {
+            check_reference(name, go);
+        }
+    }
+    println!("scenario     go vs rshim\n{}", table.join("\n"));
+    drop(events);
+    let address = c.address.clone();
+    let dir = c.dir.path().to_path_buf();
+    drop(c);
+    assert!(shims_of(&address).is_empty(), "shims left behind: {:?}", shims_of(&address));
+    assert!(mounts_under(&dir).is_empty(), "mounts left behind: {:?}", mounts_under(&dir));
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What the reference shim must show, so a broken harness cannot pass by comparing two
+/// identical failures.
+fn check_reference(name: &str, go: &Observation) {
+    let text = go.0.join("\n");
+    let expect: &[&str] = match name {
+        "run-echo" => &["code=Some(0)", "stdout=\"hello\""],
+        "run-exit" => &["code=Some(3)", "stdout=\"out\"", "stderr=\"err\""],
+        "run-missing" => &["OCI runtime create failed"],
+        "run-tty" => &["/dev/pts/0", "code=Some(4)"],
+        "run-stdin" => &["stdout=\"hi\"", "code=Some(0)"],
+        "detached" => &["exec exit 5: code=Some(5)", "status after pause: PAUSED", "status after kill: STOPPED", "events: /containers/create /tasks/create /tasks/start"],
+        _ => &[],
+    };
+    for e in expect {
+        assert!(text.contains(e), "reference (Go shim) run of {name} lacks {e:?}:\n{text}");
+    }
+}
