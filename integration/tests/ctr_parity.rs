@@ -158,6 +158,34 @@ fn bad_requests(x: &mut Ctx) {
     x.ctr("container rm", &["containers", "rm", "{id}"]);
 }
 
+/// The shim dies (SIGKILL): containerd runs the binary's `delete` action to clean up after it.
+fn shim_killed(x: &mut Ctx) {
+    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    let shim = shim_of(&x.c.address, &x.id);
+    x.note("one shim", shim.is_some());
+    if let Some(pid) = shim {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = x.status();
+    x.note("status after shim death", s);
+    x.ctr("task delete", &["task", "delete", "{id}"]);
+    x.ctr("container rm", &["containers", "rm", "{id}"]);
+    let runc_state = std::path::Path::new("/run/containerd/runc").join(rshim_integration::containerd::NAMESPACE).join(&x.id);
+    x.note("runc state left", runc_state.exists());
+    let bundle = x.c.dir.path().join("state/io.containerd.runtime.v2.task").join(rshim_integration::containerd::NAMESPACE).join(&x.id);
+    x.note("rootfs mounts left", mounts_under(&bundle).len());
+}
+
+/// The live shim serving container `id` of this containerd.
+fn shim_of(address: &str, id: &str) -> Option<i32> {
+    shims_of(address).into_iter().find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+    })
+}
+
 const SCENARIOS: &[(&str, Scenario)] = &[
     ("run-echo", run_echo),
     ("run-exit", run_exit_code),
@@ -166,6 +194,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("run-stdin", run_stdin),
     ("detached", detached_lifecycle),
     ("bad", bad_requests),
+    ("shim-killed", shim_killed),
 ];
 
 #[test]
@@ -224,6 +253,7 @@ fn check_reference(name: &str, go: &Observation) {
         "run-missing" => &["OCI runtime create failed"],
         "run-tty" => &["/dev/pts/0", "code=Some(4)"],
         "run-stdin" => &["stdout=\"hi\"", "code=Some(0)"],
+        "shim-killed" => &["one shim: true", "runc state left: false", "rootfs mounts left: 0"],
         "detached" => &["exec exit 5: code=Some(5)", "status after pause: PAUSED", "status after kill: STOPPED", "events: /containers/create /tasks/create /tasks/start"],
         _ => &[],
     };
