@@ -38,6 +38,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 struct Output { stdout: Vec<u8> }
 
+/// How long a timed-out runc gets, after SIGKILL, to be reaped.
+const REAP_GRACE: Duration = Duration::from_secs(5);
+
 impl Runc {
     pub fn new(config: RuncConfig, monitor: Arc<dyn ExitMonitor>) -> Runc { Runc { config, monitor } }
 
@@ -86,21 +89,46 @@ impl Runc {
             let _ = (&mut r).take(1 << 20).read_to_end(&mut buf).await;
             buf
         };
+        // Dropped (the call cancelled) before runc exited: kill its process group.
         let guard = KillGuard(Some(pid));
-        let wait = async {
-            while let Some(e) = sub.recv().await { if e.pid == pid { return e.status; } }
-            -1
+        let result = {
+            let wait = async {
+                while let Some(e) = sub.recv().await {
+                    if e.pid == pid {
+                        return e.status;
+                    }
+                }
+                -1
+            };
+            let work = async { tokio::join!(wait, read_all(out_r, own_stdout), read_all(err_r, own_stderr)) };
+            tokio::time::timeout(timeout, work).await
         };
-        let work = async { tokio::join!(wait, read_all(out_r, own_stdout), read_all(err_r, own_stderr)) };
-        match tokio::time::timeout(timeout, work).await {
+        match result {
             Ok((status, stdout, stderr)) => {
                 std::mem::forget(guard);
-                if status == 0 { return Ok(Output { stdout }); }
-                let message = self.config.log.as_ref().and_then(|l| last_error(l, log_offset)).unwrap_or_else(|| String::from_utf8_lossy(&stderr).trim().to_string());
+                if status == 0 {
+                    return Ok(Output { stdout });
+                }
+                let message = self
+                    .config
+                    .log
+                    .as_ref()
+                    .and_then(|l| last_error(l, log_offset))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&stderr).trim().to_string());
                 Err(Error::Failed { command, status, message })
             }
             Err(_) => {
+                // Bug class 1: the deadline passed. Kill runc's whole process group and wait
+                // (bounded) until the reaper has reaped runc, so no zombie is left.
                 drop(guard);
+                let _ = tokio::time::timeout(REAP_GRACE, async {
+                    while let Some(e) = sub.recv().await {
+                        if e.pid == pid {
+                            break;
+                        }
+                    }
+                })
+                .await;
                 Err(Error::Timeout { command, after: timeout })
             }
         }

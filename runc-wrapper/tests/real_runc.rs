@@ -1,0 +1,226 @@
+//! The wrapper against the real runc on busybox bundles, including the seed-002 flood (a runc
+//! that writes 1 MiB to the process's stderr before doing its work) and a runc that hangs.
+//!
+//! The reaper is process-wide and its SIGCHLD task lives on the runtime that started it, so
+//! every test runs on one shared runtime, and this test process is a child subreaper (orphaned
+//! grandchildren come back to it and are reaped).
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use runc_wrapper::io::ProcessPipes;
+use runc_wrapper::monitor::{ExitMonitor, Reaper};
+use runc_wrapper::{CreateOpts, Error, ExecOpts, Runc, RuncConfig};
+
+const FLOOD: usize = 1 << 20;
+
+struct Env {
+    rt: tokio::runtime::Runtime,
+    spec: serde_json::Value,
+    monitor: Arc<dyn ExitMonitor>,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        // Before the reaper exists: Command::output() waits on its own child.
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("runc").arg("spec").current_dir(dir.path()).output().expect("runc");
+        assert!(out.status.success());
+        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        nix::sys::prctl::set_child_subreaper(true).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let monitor: Arc<dyn ExitMonitor> = rt.block_on(async { Reaper::start() });
+        Env { rt, spec, monitor }
+    })
+}
+
+/// A busybox bundle running `args`, removed (with its runc state) on drop.
+struct Bundle {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    id: String,
+}
+
+impl Bundle {
+    fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for d in ["bin", "proc", "sys", "dev", "tmp"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        for a in ["sh", "echo", "sleep", "cat", "true"] {
+            symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        let mut spec = env().spec.clone();
+        spec["process"]["args"] = serde_json::json!(args);
+        spec["process"]["terminal"] = serde_json::json!(false);
+        spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+        spec["root"]["readonly"] = serde_json::json!(false);
+        std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+        let root = dir.path().join("runc-root");
+        let id = format!("rw-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy());
+        Bundle { dir, root, id }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn runc(&self, binary: &Path) -> Runc {
+        Runc::new(
+            RuncConfig { binary: binary.to_path_buf(), root: Some(self.root.clone()), log: Some(self.dir.path().join("log.json")), ..Default::default() },
+            env().monitor.clone(),
+        )
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let runc = self.runc(Path::new("runc"));
+        let id = self.id.clone();
+        let _ = env().rt.block_on(async move { runc.delete(&id, true, Duration::from_secs(10)).await });
+    }
+}
+
+/// A wrapper script standing in for runc: for `subcommand` it first runs `before`, then execs
+/// the real runc (which gets the process's stdio as its own).
+fn wrapper(dir: &Path, subcommand: &str, before: &str) -> PathBuf {
+    let path = dir.join(format!("runc-{subcommand}-wrapper"));
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {subcommand} ]; then {before}; break; fi; done\nexec /usr/sbin/runc \"$@\"\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The flood's bytes: "abcdefghi\n" repeated, 1 MiB exactly.
+fn flood_bytes() -> Vec<u8> {
+    b"abcdefghi\n".iter().copied().cycle().take(FLOOD).collect()
+}
+
+const FLOOD_CMD: &str = "yes abcdefghi | head -c 1048576 >&2";
+
+async fn file_sink(path: &Path) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin> {
+    Box::new(tokio::fs::File::create(path).await.unwrap())
+}
+
+#[test]
+fn exec_survives_a_stderr_flood_and_delivers_it_byte_exact() {
+    for hold in [false, true] {
+        let b = Bundle::new(&["sleep", "1000"]);
+        let flood = wrapper(b.path(), "exec", FLOOD_CMD);
+        let out_path = b.path().join(format!("stderr-{hold}"));
+        env().rt.block_on(async {
+            let runc = b.runc(Path::new("runc"));
+            runc.create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio: Default::default() }, Duration::from_secs(30)).await.unwrap();
+            runc.start(&b.id, Duration::from_secs(30)).await.unwrap();
+
+            let mut pipes = ProcessPipes::new(false, true, true, None).unwrap();
+            if hold {
+                pipes.hold();
+            } else {
+                pipes.attach_stderr(file_sink(&out_path).await);
+            }
+            pipes.attach_stdout(Box::new(tokio::io::sink()));
+            let process: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+                "args": ["sh", "-c", "echo done >&2"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
+            }))
+            .unwrap();
+            let stdio = pipes.take_runc_stdio();
+            b.runc(&flood)
+                .exec(&b.id, &process, ExecOpts { pid_file: None, console_socket: None, detach: true, stdio }, Duration::from_secs(30))
+                .await
+                .expect("exec returns within its deadline despite the flood");
+            if hold {
+                pipes.attach_stderr(file_sink(&out_path).await);
+                pipes.release();
+            }
+            tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
+        });
+        let mut want = flood_bytes();
+        want.extend_from_slice(b"done\n");
+        let got = std::fs::read(&out_path).unwrap();
+        assert_eq!(got.len(), want.len(), "hold={hold}");
+        assert!(got == want, "hold={hold}: stderr not byte-exact");
+    }
+}
+
+#[test]
+fn create_survives_a_stderr_flood_and_delivers_it_byte_exact() {
+    let b = Bundle::new(&["sh", "-c", "echo done >&2"]);
+    let flood = wrapper(b.path(), "create", FLOOD_CMD);
+    let out_path = b.path().join("stderr");
+    env().rt.block_on(async {
+        let mut pipes = ProcessPipes::new(false, false, true, None).unwrap();
+        // As the shim does: held while runc creates, released once it succeeded.
+        pipes.hold();
+        pipes.attach_stderr(file_sink(&out_path).await);
+        let stdio = pipes.take_runc_stdio();
+        b.runc(&flood)
+            .create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio }, Duration::from_secs(30))
+            .await
+            .expect("create returns within its deadline despite the flood");
+        pipes.release();
+        b.runc(Path::new("runc")).start(&b.id, Duration::from_secs(30)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
+    });
+    let mut want = flood_bytes();
+    want.extend_from_slice(b"done\n");
+    assert!(std::fs::read(&out_path).unwrap() == want, "stderr not byte-exact");
+}
+
+#[test]
+fn failed_create_reports_runcs_own_error() {
+    let b = Bundle::new(&["/bin/does-not-exist"]);
+    let err = env().rt.block_on(async {
+        b.runc(Path::new("runc"))
+            .create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio: Default::default() }, Duration::from_secs(30))
+            .await
+            .unwrap_err()
+    });
+    let text = err.to_string();
+    assert!(text.contains("does-not-exist") && text.contains("no such file"), "{text}");
+    assert!(!text.contains("exit status"), "{text}");
+}
+
+#[test]
+fn a_hanging_runc_is_killed_with_its_process_group_and_reaped() {
+    let b = Bundle::new(&["true"]);
+    let pidfile = b.path().join("wrapper.pid");
+    // The hanging runc also leaves a child behind in its process group.
+    let hang = wrapper(b.path(), "ps", &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()));
+    let err = env().rt.block_on(async { b.runc(&hang).ps(&b.id, Duration::from_secs(1)).await.unwrap_err() });
+    match &err {
+        Error::Timeout { command, after } => {
+            assert!(command.contains("ps"), "{command}");
+            assert_eq!(*after, Duration::from_secs(1));
+        }
+        other => panic!("expected a timeout, got {other}"),
+    }
+    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // The whole group is gone (killed and reaped: no zombie can be signalled either).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "process group {pgid} still exists");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(zombie_children().is_empty(), "zombies left: {:?}", zombie_children());
+}
+
+fn zombie_children() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
+                && status.lines().any(|l| l.starts_with("PPid:") && l.split_whitespace().nth(1) == Some(me.as_str()))
+        })
+        .collect()
+}
