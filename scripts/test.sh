@@ -15,3 +15,5 @@ export CARGO_TERM_COLOR=never
 # The shim binary must exist before the tests that launch it.
 cargo build --workspace --bins --locked 2>&1 | tail -n 3
 cargo test --workspace --locked -- --test-threads=4 2>&1
+# The fault-injection suite: bug classes on real containerd, rshim beside the Go shim.
+./target/debug/rshim-faults

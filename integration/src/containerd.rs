@@ -24,6 +24,9 @@ pub struct PrivateContainerd {
 pub struct Options {
     /// Enable the CRI plugin (off by default: faster, fewer moving parts).
     pub cri: bool,
+    /// Start containerd in a new mount namespace that is a slave of ours, as systemd's
+    /// `MountFlags=slave` does (bug class 4).
+    pub slave_mount_namespace: bool,
 }
 
 /// The directory holding `containerd-shim-rshim-v2`: `RSHIM_BIN_DIR`, else target/debug.
@@ -54,7 +57,14 @@ impl PrivateContainerd {
         std::fs::write(d.join("config.toml"), config)?;
         let log = std::fs::File::create(d.join("containerd.log"))?;
         let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let child = Command::new("containerd")
+        let mut command = if opts.slave_mount_namespace {
+            let mut c = Command::new("unshare");
+            c.args(["-m", "--propagation", "slave", "containerd"]);
+            c
+        } else {
+            Command::new("containerd")
+        };
+        let child = command
             .arg("--config")
             .arg(d.join("config.toml"))
             .env("PATH", path)
@@ -125,8 +135,8 @@ impl PrivateContainerd {
         }
     }
 
-    fn stop(&mut self) {
-        self.remove_all();
+    /// Stops containerd alone (SIGTERM, then SIGKILL after 10 s): its shims live on.
+    pub fn stop_daemon(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGTERM);
@@ -137,7 +147,29 @@ impl PrivateContainerd {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The bundle of container `id`.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.path().join("state/io.containerd.runtime.v2.task").join(NAMESPACE).join(id)
+    }
+
+    /// The live shim serving container `id`.
+    pub fn shim_of(&self, id: &str) -> Option<i32> {
+        shims_of(&self.address).into_iter().find(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+        })
+    }
+
+    fn stop(&mut self) {
+        if self.child.is_some() {
+            self.remove_all();
+        }
+        self.stop_daemon();
         kill_shims_of(&self.address);
+        delete_orphaned_containers(self.dir.path());
         unmount_under(self.dir.path());
     }
 }
@@ -145,6 +177,22 @@ impl PrivateContainerd {
 impl Drop for PrivateContainerd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Containers whose shim died with containerd gone keep running: remove those whose bundle is
+/// ours with runc itself.
+fn delete_orphaned_containers(dir: &Path) {
+    let root = Path::new("/run/containerd/runc").join(NAMESPACE);
+    let Ok(entries) = std::fs::read_dir(&root) else { return };
+    let ours = dir.to_string_lossy().to_string();
+    for e in entries.flatten() {
+        let state = std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
+        if state.contains(&ours) {
+            let id = e.file_name().to_string_lossy().to_string();
+            let args = vec!["--root".to_string(), root.to_string_lossy().into(), "delete".into(), "--force".into(), id];
+            let _ = ctr::run("runc", &args, None, Duration::from_secs(20));
+        }
     }
 }
 

@@ -115,12 +115,15 @@ pub mod task {
     use super::*;
     use containerd_shim_protos::api::*;
     use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+    #[derive(Clone)]
     pub struct TaskClient { client: Client, service: String }
     macro_rules! methods { ($($name:ident $m:literal $req:ty => $resp:ty;)*) => { $(pub async fn $name(&self, req: $req, opts: &CallOptions) -> Result<$resp> { self.client.call(&self.service, $m, &req, opts).await })* } }
     impl TaskClient {
         pub const V2: &'static str = "containerd.task.v2.Task";
         pub const V3: &'static str = "containerd.task.v3.Task";
         pub fn new(client: Client, service: &str) -> Self { TaskClient { client, service: service.into() } }
+        /// The connection, shared.
+        pub fn client(&self) -> Client { self.client.clone() }
         methods! {
             create "Create" CreateTaskRequest => CreateTaskResponse; start "Start" StartRequest => StartResponse;
             state "State" StateRequest => StateResponse; wait "Wait" WaitRequest => WaitResponse;

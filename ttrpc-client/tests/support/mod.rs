@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test binaries; each uses part of it
 //! A raw ttrpc peer for tests: frames read and written by hand over a std unix socket, so a
 //! test can make the server as slow, sequential or hostile as it needs.
 

@@ -1,0 +1,286 @@
+//! The fault-injection suite: bug classes reproduced on the real containerd, runc and kernel,
+//! each run against containerd's Go shim and rshim. rshim must pass every row; the Go shim's
+//! rows are measured and printed, not asserted. The table goes to stdout and to
+//! integration/results/faults.md.
+//!
+//! `rshim-faults [--rounds N]` (default 2000 storm rounds).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::{DeleteRequest, KillRequest, WaitRequest};
+use rshim_integration::containerd::{Options, PrivateContainerd, NAMESPACE};
+use rshim_integration::events::EventCapture;
+use rshim_integration::image::IMAGE;
+use rshim_integration::{ctr, Runtime};
+use ttrpc_client::task::TaskClient;
+use ttrpc_client::{CallOptions, Client};
+
+struct Row {
+    scenario: &'static str,
+    go: String,
+    rshim: String,
+    rshim_pass: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    fds: usize,
+    threads: usize,
+    rss_kib: u64,
+}
+
+fn usage(pid: i32) -> Usage {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Usage { fds, threads: field("Threads:") as usize, rss_kib: field("VmRSS:") }
+}
+
+fn shim_client_address(c: &PrivateContainerd, id: &str) -> String {
+    std::fs::read_to_string(c.bundle(id).join("address")).unwrap_or_default().trim().to_string()
+}
+
+async fn connect(address: &str) -> anyhow::Result<TaskClient> {
+    let client = Client::connect(address, Duration::from_secs(5)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(TaskClient::new(client, TaskClient::V2))
+}
+
+/// Class 1: a process that cannot exit (paused, SIGTERM ignored by pid 1) and clients that
+/// retry Kill + Wait + Delete with 100 ms deadlines or drop their connection.
+async fn storm(c: &PrivateContainerd, events: &EventCapture, rt: Runtime, rounds: usize) -> anyhow::Result<(String, bool)> {
+    let id = format!("storm-{}", rt.name());
+    let out = c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]);
+    anyhow::ensure!(out.code == Some(0), "run: {}", out.stderr);
+    let pid = c.shim_of(&id).ok_or_else(|| anyhow::anyhow!("no shim for {id}"))?;
+    let address = shim_client_address(c, &id);
+    anyhow::ensure!(c.ctr(&["task", "pause", &id]).code == Some(0), "pause failed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = usage(pid);
+
+    // Pending Waits held open: their cost each.
+    const HELD: usize = 1000;
+    let held = connect(&address).await?;
+    let long = CallOptions::with_timeout(Duration::from_secs(120));
+    let mut waits = Vec::new();
+    for _ in 0..HELD {
+        let (held, long, req) = (held.clone(), long.clone(), WaitRequest { id: id.clone(), ..Default::default() });
+        waits.push(tokio::spawn(async move {
+            let _ = held.wait(req, &long).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let holding = usage(pid);
+    for w in &waits {
+        w.abort();
+    }
+    drop(held);
+    let per_wait = (holding.rss_kib.saturating_sub(before.rss_kib) * 1024) / HELD as u64;
+
+    // The storm.
+    let shared = connect(&address).await?;
+    let short = CallOptions::with_timeout(Duration::from_millis(100));
+    let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    let started = Instant::now();
+    for batch in 0..rounds.div_ceil(25) {
+        let mut jobs = Vec::new();
+        for i in 0..25 {
+            let round = batch * 25 + i;
+            if round >= rounds {
+                break;
+            }
+            let (id, address, short) = (id.clone(), address.clone(), short.clone());
+            let client = if round % 2 == 0 { Some(TaskClient::new(shared_client(&shared), TaskClient::V2)) } else { None };
+            jobs.push(tokio::spawn(async move {
+                let t = match client { Some(t) => t, None => connect(&address).await.expect("connect") };
+                let t0 = Instant::now();
+                let (k, w, d) = tokio::join!(
+                    t.kill(KillRequest { id: id.clone(), signal: 15, ..Default::default() }, &short),
+                    t.wait(WaitRequest { id: id.clone(), ..Default::default() }, &short),
+                    t.delete(DeleteRequest { id: id.clone(), ..Default::default() }, &short),
+                );
+                let name = |r: Result<(), ttrpc_client::Error>| match r {
+                    Ok(()) => "OK".to_string(),
+                    Err(e) => format!("{:?}", e.code()),
+                };
+                (t0.elapsed(), [name(k.map(|_| ())), name(w.map(|_| ())), name(d.map(|_| ()))])
+            }));
+        }
+        for j in jobs {
+            let (took, names) = j.await?;
+            slowest = slowest.max(took);
+            for n in names {
+                *codes.entry(n).or_default() += 1;
+            }
+        }
+    }
+    let storm_time = started.elapsed();
+    drop(shared);
+    // Let abandoned server-side work finish under its own deadlines.
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if usage(pid).fds <= before.fds + 2 {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = usage(pid);
+
+    // Thaw: the process dies, one exit, status 137.
+    anyhow::ensure!(c.ctr(&["task", "resume", &id]).code == Some(0), "resume failed");
+    let t = connect(&address).await?;
+    let ok = CallOptions::with_timeout(Duration::from_secs(30));
+    t.kill(KillRequest { id: id.clone(), signal: 9, ..Default::default() }, &ok).await.map_err(|e| anyhow::anyhow!("kill: {e}"))?;
+    let status = t.wait(WaitRequest { id: id.clone(), ..Default::default() }, &ok).await.map_err(|e| anyhow::anyhow!("wait: {e}"))?.exit_status;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let exits = events.topics_for(&id).iter().filter(|t| *t == "/tasks/exit").count();
+    let _ = c.ctr(&["task", "delete", &id]);
+    let _ = c.ctr(&["containers", "rm", &id]);
+
+    // Stated slack: 2 fds, 4 threads (tokio's blocking pool), 4 MiB RSS (the allocator keeps
+    // the peak of the held Waits: it does not grow with the number of rounds), 4 KiB per
+    // pending Wait (most of it the ttrpc crate's per-request task).
+    let rss_growth = after.rss_kib as i64 - before.rss_kib as i64;
+    let pass = after.fds <= before.fds + 2
+        && after.threads <= before.threads + 4
+        && rss_growth < 4096
+        && per_wait < 4096
+        && slowest < Duration::from_millis(1000)
+        && status == 137
+        && exits == 1;
+    let text = format!(
+        "{rounds} rounds in {:.1}s, slowest answer {} ms; statuses {:?}; fds {}→{}, threads {}→{}, RSS {}→{} KiB; {} bytes per pending Wait ({HELD} held: RSS {} KiB); exit {status}, /tasks/exit ×{exits}",
+        storm_time.as_secs_f64(),
+        slowest.as_millis(),
+        codes,
+        before.fds,
+        after.fds,
+        before.threads,
+        after.threads,
+        before.rss_kib,
+        after.rss_kib,
+        per_wait,
+        holding.rss_kib,
+    );
+    Ok((text, pass))
+}
+
+/// TaskClient owns its Client; a clone shares the connection.
+fn shared_client(t: &TaskClient) -> Client {
+    t.client()
+}
+
+/// Class 4 at the shim boundary: containerd under `MountFlags=slave` semantics, a shim killed,
+/// containerd gone, and the `delete` action run from a new mount namespace (as a restarted
+/// containerd would). Afterwards the rootfs must be mounted nowhere.
+fn mount_namespaces(rt: Runtime) -> anyhow::Result<(String, bool)> {
+    let mut c = PrivateContainerd::start(Options { slave_mount_namespace: true, ..Default::default() })?;
+    c.import_busybox()?;
+    let (victim, other) = (format!("mnt-{}-a", rt.name()), format!("mnt-{}-b", rt.name()));
+    for id in [&victim, &other] {
+        let out = c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, id, "sleep", "100000"]);
+        anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
+    }
+    let shim = c.shim_of(&victim).ok_or_else(|| anyhow::anyhow!("no shim"))?;
+    let bundle = c.bundle(&victim);
+    let rootfs = bundle.join("rootfs");
+    let mounted_before = holders(&rootfs).len();
+    c.stop_daemon();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL);
+    std::thread::sleep(Duration::from_millis(300));
+    let binary = match rt {
+        Runtime::Go => "/usr/bin/containerd-shim-runc-v2".to_string(),
+        Runtime::Rshim => rshim_integration::containerd::rshim_bin_dir().join("containerd-shim-rshim-v2").to_string_lossy().into_owned(),
+    };
+    let bundle_s = bundle.to_string_lossy().into_owned();
+    let script = format!(
+        "cd {bundle_s} && exec {binary} -namespace {NAMESPACE} -address {} -publish-binary /usr/bin/containerd -id {victim} -bundle {bundle_s} delete",
+        c.address
+    );
+    let args: Vec<String> = ["-m", "--propagation", "slave", "sh", "-c", &script].iter().map(|s| s.to_string()).collect();
+    let out = ctr::run("unshare", &args, None, Duration::from_secs(60));
+    let left = holders(&rootfs);
+    let pass = out.code == Some(0) && mounted_before > 0 && left.is_empty();
+    let text = format!(
+        "delete exit {:?}; rootfs mounted in {} namespace(s) before, {} after{}",
+        out.code,
+        mounted_before,
+        left.len(),
+        if left.is_empty() { String::new() } else { format!(" (held by pids {left:?})") }
+    );
+    drop(c);
+    Ok((text, pass))
+}
+
+/// One pid per mount namespace that lists `path` as a mount point.
+fn holders(path: &std::path::Path) -> Vec<i32> {
+    let target = path.to_string_lossy().to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else { continue };
+        if !seen.insert(ns) {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        if info.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let rounds = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let mut rows = Vec::new();
+
+    {
+        let c = PrivateContainerd::start(Options::default())?;
+        c.import_busybox()?;
+        let events = EventCapture::start(&c.address)?;
+        let mut results = Vec::new();
+        for r in [Runtime::Go, Runtime::Rshim] {
+            let res = rt.block_on(storm(&c, &events, r, rounds));
+            results.push(res.unwrap_or_else(|e| (format!("error: {e:#}"), false)));
+        }
+        rows.push(Row {
+            scenario: "1 unkillable process storm",
+            go: results[0].0.clone(),
+            rshim: results[1].0.clone(),
+            rshim_pass: results[1].1,
+        });
+    }
+
+    let go = mount_namespaces(Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+    let rshim = mount_namespaces(Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+    rows.push(Row { scenario: "4 mounts across mount namespaces", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+
+    let mut table = String::from("| scenario | Go shim (measured) | rshim | rshim passes |\n|---|---|---|---|\n");
+    for r in &rows {
+        table.push_str(&format!("| {} | {} | {} | {} |\n", r.scenario, r.go, r.rshim, if r.rshim_pass { "yes" } else { "**NO**" }));
+    }
+    println!("{table}");
+    let results = rshim_integration::workspace_root().join("integration/results");
+    std::fs::create_dir_all(&results)?;
+    std::fs::write(results.join("faults.md"), &table)?;
+    let failed = rows.iter().filter(|r| !r.rshim_pass).count();
+    println!("faults: {} passed, {} failed", rows.len() - failed, failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
