@@ -52,6 +52,9 @@ fn is_zero(n: &u32) -> bool {
 
 const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
 const LEGACY_RUNC_OPTIONS_TYPE: &str = "containerd.linux.runc.RuncOptions";
+/// What CRI (and `ctr --runtime-config-path`) send to a runtime type other than
+/// `io.containerd.runc.*`: a TOML file's path (field 2) or its text (field 3).
+const GENERIC_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
 
 impl RuncOptions {
     /// Decodes the `options` of a Create request (or the `start` action's stdin). An absent or
@@ -79,10 +82,63 @@ impl RuncOptions {
                     criu_work_path: p.criu_work_path,
                 })
             }
+            GENERIC_OPTIONS_TYPE => {
+                let (path, body) = decode_generic(&any.value)?;
+                let text = match (path.is_empty(), body.is_empty()) {
+                    (false, _) => std::fs::read_to_string(&path)
+                        .map_err(|e| Error::InvalidArgument(format!("runtime options file {path}: {e}")))?,
+                    (true, false) => String::from_utf8(body)
+                        .map_err(|_| Error::InvalidArgument("runtime options body is not UTF-8".into()))?,
+                    (true, true) => return Ok(RuncOptions::default()),
+                };
+                RuncOptions::from_toml(&text)
+            }
             other => Err(Error::InvalidArgument(format!(
-                "unsupported runtime options type {other:?} (expected {RUNC_OPTIONS_TYPE})"
+                "unsupported runtime options type {other:?} (expected {RUNC_OPTIONS_TYPE} or {GENERIC_OPTIONS_TYPE})"
             ))),
         }
+    }
+
+    /// The runc options as TOML, with the field names containerd's config uses
+    /// (`BinaryName`, `SystemdCgroup`, ...) or their snake_case forms.
+    pub fn from_toml(text: &str) -> Result<RuncOptions> {
+        let table: toml::Table =
+            text.parse().map_err(|e| Error::InvalidArgument(format!("runtime options TOML: {e}")))?;
+        let get = |pascal: &str, snake: &str| table.get(pascal).or_else(|| table.get(snake));
+        let string = |pascal: &str, snake: &str| -> Result<String> {
+            match get(pascal, snake) {
+                None => Ok(String::new()),
+                Some(toml::Value::String(s)) => Ok(s.clone()),
+                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a string, not a {}", v.type_str()))),
+            }
+        };
+        let boolean = |pascal: &str, snake: &str| -> Result<bool> {
+            match get(pascal, snake) {
+                None => Ok(false),
+                Some(toml::Value::Boolean(b)) => Ok(*b),
+                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a boolean, not a {}", v.type_str()))),
+            }
+        };
+        let number = |pascal: &str, snake: &str| -> Result<u32> {
+            match get(pascal, snake) {
+                None => Ok(0),
+                Some(toml::Value::Integer(n)) => u32::try_from(*n)
+                    .map_err(|_| Error::InvalidArgument(format!("runtime option {pascal} out of range: {n}"))),
+                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a number, not a {}", v.type_str()))),
+            }
+        };
+        Ok(RuncOptions {
+            no_pivot_root: boolean("NoPivotRoot", "no_pivot_root")?,
+            no_new_keyring: boolean("NoNewKeyring", "no_new_keyring")?,
+            shim_cgroup: string("ShimCgroup", "shim_cgroup")?,
+            io_uid: number("IoUid", "io_uid")?,
+            io_gid: number("IoGid", "io_gid")?,
+            binary_name: string("BinaryName", "binary_name")?,
+            root: string("Root", "root")?,
+            systemd_cgroup: boolean("SystemdCgroup", "systemd_cgroup")?,
+            criu_image_path: string("CriuImagePath", "criu_image_path")?,
+            criu_work_path: string("CriuWorkPath", "criu_work_path")?,
+        })
     }
 
     pub fn binary(&self) -> PathBuf {
@@ -124,6 +180,27 @@ impl RuncOptions {
     }
 }
 
+/// `runtimeoptions.v1.Options`: (config_path = 2, config_body = 3); type_url = 1 is ignored.
+fn decode_generic(bytes: &[u8]) -> Result<(String, Vec<u8>)> {
+    let bad = |e: containerd_shim_protos::protobuf::Error| Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: {e}"));
+    let mut input = containerd_shim_protos::protobuf::CodedInputStream::from_bytes(bytes);
+    let (mut path, mut body) = (String::new(), Vec::new());
+    const CONFIG_PATH: u32 = (2 << 3) | 2; // field 2, length-delimited
+    const CONFIG_BODY: u32 = (3 << 3) | 2; // field 3, length-delimited
+    while let Some(tag) = input.read_raw_tag_or_eof().map_err(bad)? {
+        match tag {
+            CONFIG_PATH => path = input.read_string().map_err(bad)?,
+            CONFIG_BODY => body = input.read_bytes().map_err(bad)?,
+            other => input
+                .skip_field(containerd_shim_protos::protobuf::rt::WireType::new(other & 7).ok_or_else(|| {
+                    Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: wire type {}", other & 7))
+                })?)
+                .map_err(bad)?,
+        }
+    }
+    Ok((path, body))
+}
+
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::write(path, data).map_err(|e| Error::io(format!("write {}", path.display()), e))
 }
@@ -159,6 +236,31 @@ mod tests {
         assert!(matches!(RuncOptions::from_any(Some(&bad)), Err(Error::InvalidArgument(_))));
         let garbage = Any { type_url: RUNC_OPTIONS_TYPE.into(), value: vec![0xff, 0xff], ..Default::default() };
         assert!(matches!(RuncOptions::from_any(Some(&garbage)), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn generic_options_point_at_a_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rshim.toml");
+        std::fs::write(&file, "BinaryName = \"/usr/local/bin/crun\"\nSystemdCgroup = true\nio_uid = 7\n").unwrap();
+        // ctr --runtime-config-path sends field 2 (config_path).
+        let path = file.to_string_lossy();
+        let mut value = vec![0x12, path.len() as u8];
+        value.extend_from_slice(path.as_bytes());
+        let any = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value, ..Default::default() };
+        let o = RuncOptions::from_any(Some(&any)).unwrap();
+        assert_eq!((o.binary_name.as_str(), o.systemd_cgroup, o.io_uid), ("/usr/local/bin/crun", true, 7));
+        // Field 3: the TOML text itself.
+        let body = b"Root = \"/run/r\"";
+        let mut value = vec![0x1a, body.len() as u8];
+        value.extend_from_slice(body);
+        let any = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value, ..Default::default() };
+        assert_eq!(RuncOptions::from_any(Some(&any)).unwrap().root, "/run/r");
+        // Errors say what is wrong.
+        let err = RuncOptions::from_toml("SystemdCgroup = \"yes\"").unwrap_err();
+        assert!(err.to_string().contains("SystemdCgroup must be a boolean"), "{err}");
+        let missing = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value: vec![0x12, 2, b'/', b'x'], ..Default::default() };
+        assert!(matches!(RuncOptions::from_any(Some(&missing)), Err(Error::InvalidArgument(_))));
     }
 
     #[test]

@@ -199,8 +199,9 @@ pub struct Shim {
 }
 
 impl Shim {
-    /// Starts a shim for container `id` of `bundle`, publishing to `events`.
-    pub async fn start(id: &str, bundle: &Path, events: &str) -> Shim {
+    /// Runs the binary's `start` action for container `id` of `bundle`, as containerd does;
+    /// returns the address it prints.
+    pub fn start_action(id: &str, bundle: &Path, events: &str) -> String {
         let fake_containerd = format!("/tmp/rshim-test-{}.sock", std::process::id());
         let out = Command::new(shim_binary())
             .args(["-namespace", NAMESPACE, "-id", id, "-address", &fake_containerd, "-debug", "start"])
@@ -212,6 +213,12 @@ impl Shim {
         assert!(out.status.success(), "shim start failed: {}", String::from_utf8_lossy(&out.stderr));
         let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
         assert!(address.starts_with("unix:///run/containerd/s/"), "address {address:?}");
+        address
+    }
+
+    /// Starts a shim for container `id` of `bundle`, publishing to `events`.
+    pub async fn start(id: &str, bundle: &Path, events: &str) -> Shim {
+        let address = Shim::start_action(id, bundle, events);
         let client = Client::connect(&address, Duration::from_secs(5)).await.expect("connect to shim");
         let task = TaskClient::new(client.clone(), TaskClient::V2);
         let pid = task
