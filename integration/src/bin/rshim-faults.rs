@@ -178,6 +178,89 @@ fn shared_client(t: &TaskClient) -> Client {
     t.client()
 }
 
+const FLOOD_BYTES: usize = 1 << 20;
+
+/// The flood's bytes: "abcdefghi\n" repeated, 1 MiB exactly, then the process's own output.
+fn flood_then(tail: &str) -> String {
+    let mut s: String = "abcdefghi\n".chars().cycle().take(FLOOD_BYTES).collect();
+    s.push_str(tail);
+    s
+}
+
+/// A runc stand-in: for `subcommand`, 1 MiB to fd 2 (the process's stderr pipe, which runc
+/// is handed) before exec'ing the real runc (seed 002).
+fn flood_wrapper(dir: &std::path::Path, subcommand: &str) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("runc-flood-{subcommand}"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {subcommand} ]; then yes abcdefghi | head -c {FLOOD_BYTES} >&2; break; fi; done\nexec /usr/sbin/runc \"$@\"\n"),
+    )?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// How each shim is told to use another runc binary.
+fn runc_binary_args(c: &PrivateContainerd, rt: Runtime, binary: &str) -> anyhow::Result<Vec<String>> {
+    Ok(match rt {
+        Runtime::Go => vec!["--runc-binary".into(), binary.into()],
+        Runtime::Rshim => {
+            let toml = c.dir.path().join(format!("opts-{}.toml", binary.rsplit('-').next().unwrap_or("x")));
+            std::fs::write(&toml, format!("BinaryName = \"{binary}\"\n"))?;
+            vec!["--runtime-config-path".into(), toml.to_string_lossy().into_owned()]
+        }
+    })
+}
+
+/// Class 3 through containerd: `ctr run` with a flood during create, `ctr task exec` with a
+/// flood during exec. Bounded: a hang is recorded after `HANG_BOUND`.
+fn stdio_flood(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+    const HANG_BOUND: Duration = Duration::from_secs(20);
+    let describe = |out: &ctr::Output, want: &str| -> (String, bool) {
+        if out.timed_out {
+            (format!("HUNG (killed after {}s)", HANG_BOUND.as_secs()), false)
+        } else if out.stderr == want {
+            (format!("exit {:?}, 1 MiB + output byte-exact", out.code), true)
+        } else {
+            (format!("exit {:?}, stderr {} bytes (want {})", out.code, out.stderr.len(), want.len()), false)
+        }
+    };
+    let create_flood = flood_wrapper(c.dir.path(), "create")?;
+    let id = format!("flood-run-{}", rt.name());
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--runtime".into(), rt.runtime_type().into()];
+    args.extend(runc_binary_args(c, rt, &create_flood)?);
+    args.extend([IMAGE.to_string(), id.clone(), "sh".into(), "-c".into(), "echo done >&2".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = c.ctr_with(&refs, None, HANG_BOUND);
+    let (run_text, run_ok) = describe(&run, &flood_then("done\n"));
+    if run.timed_out {
+        cleanup_hung(c, &id);
+    }
+
+    let exec_flood = flood_wrapper(c.dir.path(), "exec")?;
+    let id = format!("flood-exec-{}", rt.name());
+    let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--runtime".into(), rt.runtime_type().into()];
+    args.extend(runc_binary_args(c, rt, &exec_flood)?);
+    args.extend([IMAGE.to_string(), id.clone(), "sleep".into(), "100000".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    anyhow::ensure!(c.ctr(&refs).code == Some(0), "run -d failed");
+    let exec = c.ctr_with(&["task", "exec", "--exec-id", "flood", &id, "sh", "-c", "echo done >&2"], None, HANG_BOUND);
+    let (exec_text, exec_ok) = describe(&exec, &flood_then("done\n"));
+    cleanup_hung(c, &id);
+    Ok((format!("ctr run: {run_text}; ctr task exec: {exec_text}"), run_ok && exec_ok))
+}
+
+/// Removes a container whose shim may be stuck: kill the shim, then let containerd clean up.
+fn cleanup_hung(c: &PrivateContainerd, id: &str) {
+    if let Some(pid) = c.shim_of(id) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    let _ = c.ctr(&["task", "delete", "-f", id]);
+    let _ = c.ctr(&["containers", "rm", id]);
+}
+
 /// Class 4 at the shim boundary: containerd under `MountFlags=slave` semantics, a shim killed,
 /// containerd gone, and the `delete` action run from a new mount namespace (as a restarted
 /// containerd would). Afterwards the rootfs must be mounted nowhere.
@@ -263,6 +346,9 @@ fn main() -> anyhow::Result<()> {
             rshim: results[1].0.clone(),
             rshim_pass: results[1].1,
         });
+        let go = stdio_flood(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = stdio_flood(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row { scenario: "3 runc stdio flood (1 MiB before runc)", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
     }
 
     let go = mount_namespaces(Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
