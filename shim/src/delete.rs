@@ -26,6 +26,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<Vec<u8>> {
     if let Err(e) = rootfs::cleanup(&bundle) {
         log::warn!("{e}");
     }
+    remove_dead_socket(&bundle);
     let pid: u32 = std::fs::read_to_string(bundle.join("init.pid"))
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -37,6 +38,15 @@ pub fn run(flags: &Flags) -> anyhow::Result<Vec<u8>> {
         ..Default::default()
     };
     Ok(response.write_to_bytes()?)
+}
+
+/// The dead shim's socket, unless a live shim (of the same pod) still answers on it.
+fn remove_dead_socket(bundle: &Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else { return };
+    let path = crate::address::socket_path(address.trim());
+    if std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 fn runc_delete(flags: &Flags, bundle: &Path, options: &RuncOptions) -> anyhow::Result<()> {
