@@ -55,36 +55,30 @@ impl PrivateContainerd {
             state = d.join("state").display(),
         );
         std::fs::write(d.join("config.toml"), config)?;
-        let log = std::fs::File::create(d.join("containerd.log"))?;
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let mut command = if opts.slave_mount_namespace {
-            let mut c = Command::new("unshare");
-            c.args(["-m", "--propagation", "slave", "containerd"]);
-            c
-        } else {
-            Command::new("containerd")
-        };
-        let child = command
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("start containerd (is it installed? scripts/install-deps.sh)")?;
+        let child = spawn(d, &bin_dir, opts.slave_mount_namespace)?;
         let c = PrivateContainerd { dir, address, child: Some(child) };
+        c.wait_ready()?;
+        Ok(c)
+    }
+
+    /// Restarts containerd (same root, state and sockets); its shims live on meanwhile.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop_daemon();
+        self.child = Some(spawn(self.dir.path(), &rshim_bin_dir(), false)?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if c.ctr(&["version"]).code == Some(0) {
-                break;
+            if self.ctr(&["version"]).code == Some(0) {
+                return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not answer within 20s; log:\n{}", c.log_tail());
+                bail!("containerd did not answer within 20s; log:\n{}", self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(c)
     }
 
     pub fn log_tail(&self) -> String {
@@ -178,6 +172,27 @@ impl Drop for PrivateContainerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn spawn(d: &Path, bin_dir: &Path, slave_mount_namespace: bool) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("containerd.log"))?;
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut command = if slave_mount_namespace {
+        let mut c = Command::new("unshare");
+        c.args(["-m", "--propagation", "slave", "containerd"]);
+        c
+    } else {
+        Command::new("containerd")
+    };
+    command
+        .arg("--config")
+        .arg(d.join("config.toml"))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("start containerd (is it installed? scripts/install-deps.sh)")
 }
 
 /// Containers whose shim died with containerd gone keep running: remove those whose bundle is

@@ -32,7 +32,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
 /// A containerd task event, by topic.
-pub trait Topic: MessageDyn {
+pub trait Topic: containerd_shim_protos::protobuf::MessageFull {
     const TOPIC: &'static str;
 }
 
@@ -83,7 +83,7 @@ impl Publisher {
     /// Queues an event. Never blocks: a full queue drops the event and counts it.
     pub fn publish<E: Topic>(&self, event: E) {
         let request = envelope(&self.namespace, E::TOPIC, &event, SystemTime::now());
-        log::debug!("publish {} {:?}", E::TOPIC, event);
+        log::debug!("publish {} {}", E::TOPIC, containerd_shim_protos::protobuf::text_format::print_to_string(&event));
         if self.tx.try_send(Item::Event(request)).is_err() {
             let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
             log::error!("event queue full ({QUEUE_LIMIT}): dropped {} (total dropped: {n})", E::TOPIC);
