@@ -166,7 +166,8 @@ async fn drain(
         }
         if can_write && !held.is_empty() {
             if let Some(d) = dest.as_mut() {
-                if d.write_all(&held).await.is_err() {
+                if let Err(e) = d.write_all(&held).await {
+                    log::warn!("stdio destination failed ({e}): {} held bytes dropped", held.len());
                     return;
                 }
             }
@@ -178,10 +179,17 @@ async fn drain(
                 break;
             }
             if !mode_open && dest.is_some() {
+                log::warn!("stdio owner gone with {} bytes held: dropped", held.len());
                 break;
             }
             tokio::select! {
-                d = &mut dest_rx, if dest.is_none() => match d { Ok(d) => dest = Some(d), Err(_) => break },
+                d = &mut dest_rx, if dest.is_none() => match d {
+                    Ok(d) => dest = Some(d),
+                    Err(_) => {
+                        log::warn!("stdio never got a destination: {} bytes dropped", held.len());
+                        break;
+                    }
+                },
                 changed = mode.changed(), if mode_open => if changed.is_err() { mode_open = false },
                 else => break,
             }
@@ -201,7 +209,8 @@ async fn drain(
                     }
                     if dest.is_some() && (mode_now == Mode::Pass || overflowed) && held.is_empty() {
                         if let Some(d) = dest.as_mut() {
-                            if d.write_all(&buf[..n]).await.is_err() {
+                            if let Err(e) = d.write_all(&buf[..n]).await {
+                                log::warn!("stdio destination failed ({e}): {n} bytes dropped");
                                 return;
                             }
                         }

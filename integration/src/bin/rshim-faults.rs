@@ -325,6 +325,206 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
     ))
 }
 
+fn frame(stream_id: u32, service: &str, method: &str, payload: Vec<u8>) -> Vec<u8> {
+    use protobuf::Message;
+    let mut r = ttrpc::proto::Request::new();
+    r.service = service.into();
+    r.method = method.into();
+    r.payload = payload;
+    let body = r.write_to_bytes().unwrap_or_default();
+    raw_frame(stream_id, 1, &body)
+}
+
+fn raw_frame(stream_id: u32, kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(10 + body.len());
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&stream_id.to_be_bytes());
+    f.extend_from_slice(&[kind, 0]);
+    f.extend_from_slice(body);
+    f
+}
+
+fn socket_of(c: &PrivateContainerd, id: &str) -> String {
+    shim_client_address(c, id).trim_start_matches("unix://").to_string()
+}
+
+/// Reads one response frame (bounded by the socket's timeout); its status code.
+fn read_status(s: &mut std::os::unix::net::UnixStream) -> std::io::Result<(u32, i32)> {
+    use protobuf::Message;
+    use std::io::Read;
+    let mut h = [0u8; 10];
+    s.read_exact(&mut h)?;
+    let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+    let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+    let mut body = vec![0u8; len.min(16 << 20)];
+    s.read_exact(&mut body)?;
+    let resp = ttrpc::proto::Response::parse_from_bytes(&body).map_err(std::io::Error::other)?;
+    Ok((id, resp.status.code.value()))
+}
+
+/// Class 2 at the shim's server: a pipelined client with 4 KiB socket buffers writes 64 requests
+/// of 1 MiB each before reading any response. A server whose reading waited on its writing would
+/// deadlock with it.
+fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::Write;
+    let id = format!("srv-{}", rt.name());
+    anyhow::ensure!(c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]).code == Some(0), "run");
+    let path = socket_of(c, &id);
+    let started = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let big_id = "x".repeat(1 << 20);
+    std::thread::spawn(move || {
+        let run = || -> std::io::Result<usize> {
+            let mut s = std::os::unix::net::UnixStream::connect(&path)?;
+            setsockopt(&s, sockopt::SndBuf, &4096).map_err(std::io::Error::other)?;
+            setsockopt(&s, sockopt::RcvBuf, &4096).map_err(std::io::Error::other)?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            s.set_write_timeout(Some(Duration::from_secs(20)))?;
+            use protobuf::Message;
+            let req = containerd_shim_protos::api::StateRequest { id: big_id, ..Default::default() };
+            let payload = req.write_to_bytes().map_err(std::io::Error::other)?;
+            for i in 0..64u32 {
+                s.write_all(&frame(2 * i + 1, "containerd.task.v2.Task", "State", payload.clone()))?;
+            }
+            let mut answered = 0;
+            for _ in 0..64 {
+                read_status(&mut s)?;
+                answered += 1;
+            }
+            Ok(answered)
+        };
+        let _ = tx.send(run());
+    });
+    let result = rx.recv_timeout(Duration::from_secs(45)).unwrap_or_else(|_| Err(std::io::Error::other("no answer in 45 s")));
+    let took = started.elapsed();
+    let still_serving = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+            match connect(&shim_client_address(c, &id)).await {
+                Ok(t) => t
+                    .connect(containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() }, &CallOptions::with_timeout(Duration::from_secs(5)))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        });
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = c.ctr(&["task", "delete", "-f", &id]);
+    let _ = c.ctr(&["containers", "rm", &id]);
+    let (text, ok) = match result {
+        Ok(n) => (format!("{n}/64 answered in {} ms", took.as_millis()), n == 64),
+        Err(e) => (format!("stuck: {e} after {} ms", took.as_millis()), false),
+    };
+    Ok((format!("{text}; serving afterwards: {still_serving}"), ok && still_serving))
+}
+
+/// Hostile clients on the shim's socket: the shim answers or closes the bad connection, never
+/// dies, keeps serving a well-formed client, and its fds return to baseline. A client of
+/// another uid is refused even when the socket's mode would let it connect.
+fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let id = format!("hostile-{}", rt.name());
+    anyhow::ensure!(c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]).code == Some(0), "run");
+    let pid = c.shim_of(&id).ok_or_else(|| anyhow::anyhow!("no shim"))?;
+    let path = socket_of(c, &id);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = usage(pid);
+    let open = || -> std::io::Result<UnixStream> {
+        let s = UnixStream::connect(&path)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(s)
+    };
+    let mut notes = Vec::new();
+    // Random bytes, an oversized length, a truncated frame: each connection is cut or errored.
+    let mut garbage = vec![0u8; 65536];
+    for (i, b) in garbage.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    for (what, bytes) in [
+        ("garbage", garbage),
+        ("oversized", { let mut f = u32::MAX.to_be_bytes().to_vec(); f.extend_from_slice(&[0, 0, 0, 1, 1, 0]); f }),
+        ("truncated", frame(1, "containerd.task.v2.Task", "State", vec![0; 100])[..40].to_vec()),
+    ] {
+        let mut s = open()?;
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        notes.push(format!("{what}: {}", match read_status(&mut s) { Ok((_, code)) => format!("status {code}"), Err(_) => "closed".into() }));
+    }
+    // Well-framed nonsense: unknown service, unknown method, malformed protobuf.
+    for (what, service, method, payload) in [
+        ("unknown service", "no.such.Service", "State", vec![]),
+        ("unknown method", "containerd.task.v2.Task", "NoSuchMethod", vec![]),
+        ("malformed protobuf", "containerd.task.v2.Task", "Create", vec![0xff; 16]),
+    ] {
+        let mut s = open()?;
+        s.write_all(&frame(1, service, method, payload))?;
+        let code = match read_status(&mut s) {
+            Ok((_, code)) => <ttrpc::proto::Code as protobuf::Enum>::from_i32(code).map(|c| format!("{c:?}")).unwrap_or(code.to_string()),
+            Err(e) => format!("no answer ({e})"),
+        };
+        notes.push(format!("{what}: {code}"));
+    }
+    // 1,000 connections opened and dropped.
+    for _ in 0..1000 {
+        drop(UnixStream::connect(&path));
+    }
+    // A client of another uid (nobody). The socket's directory is 0700, so the test reaches the
+    // same socket through a hard link in an open directory, with the inode's mode opened up:
+    // only the peer-credential check is left to refuse it.
+    use std::os::unix::fs::PermissionsExt;
+    let probe_dir = tempfile::Builder::new().prefix("rsh-probe").tempdir_in("/tmp")?;
+    std::fs::set_permissions(probe_dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let link = probe_dir.path().join("shim.sock");
+    std::fs::hard_link(&path, &link)?;
+    let mode = std::fs::metadata(&path)?.permissions().mode();
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o666))?;
+    let connect_frame = {
+        use protobuf::Message;
+        let req = containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() };
+        hex_string(&frame(1, "containerd.task.v2.Task", "Connect", req.write_to_bytes().unwrap_or_default()))
+    };
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect({:?})\ns.sendall(bytes.fromhex({connect_frame:?}))\ntry:\n  d=s.recv(10)\nexcept Exception:\n  d=b''\nprint('answered' if d else 'refused')\n",
+        link.to_string_lossy()
+    );
+    let other_uid = ctr::run(
+        "setpriv",
+        &["--reuid=65534".into(), "--regid=65534".into(), "--clear-groups".into(), "/usr/bin/python3".into(), "-c".into(), py],
+        None,
+        Duration::from_secs(10),
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    drop(probe_dir);
+    notes.push(format!("uid 65534: {}", if other_uid.stdout.trim().is_empty() { other_uid.stderr.trim().lines().last().unwrap_or("no output").to_string() } else { other_uid.stdout.trim().to_string() }));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = usage(pid);
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    let serving = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        match connect(&shim_client_address(c, &id)).await {
+            Ok(t) => t
+                .connect(containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() }, &CallOptions::with_timeout(Duration::from_secs(5)))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    });
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = c.ctr(&["task", "delete", "-f", &id]);
+    let _ = c.ctr(&["containers", "rm", &id]);
+    let refused = other_uid.stdout.trim() == "refused";
+    let pass = alive && serving && after.fds <= before.fds + 2 && refused;
+    Ok((
+        format!("{}; alive: {alive}, serving: {serving}, fds {}→{}", notes.join(", "), before.fds, after.fds),
+        pass,
+    ))
+}
+
+fn hex_string(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Class 4 at the shim boundary: containerd under `MountFlags=slave` semantics, a shim killed,
 /// containerd gone, and the `delete` action run from a new mount namespace (as a restarted
 /// containerd would). Afterwards the rootfs must be mounted nowhere.
@@ -394,6 +594,23 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(2000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let mut rows = Vec::new();
+    // `--flood-loop N`: only scenario 3 against rshim, N times (to chase an intermittent).
+    if let Some(n) = std::env::args().skip_while(|a| a != "--flood-loop").nth(1).and_then(|n| n.parse::<usize>().ok()) {
+        let c = PrivateContainerd::start(Options::default())?;
+        c.import_busybox()?;
+        let mut failed = 0;
+        for i in 0..n {
+            let (text, ok) = stdio_flood(&c, Runtime::Rshim)?;
+            if !ok {
+                failed += 1;
+                println!("run {i}: {text}");
+                let log = std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default();
+                for l in log.lines().filter(|l| l.contains("drained") || l.contains("held past") || l.contains("level=warn") || l.contains("level=error")) { println!("{l}"); }
+            }
+        }
+        println!("flood loop: {} passed, {failed} failed", n - failed);
+        std::process::exit(if failed > 0 { 1 } else { 0 });
+    }
 
     {
         let mut c = PrivateContainerd::start(Options::default())?;
@@ -413,6 +630,12 @@ fn main() -> anyhow::Result<()> {
         let go = stdio_flood(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
         let rshim = stdio_flood(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
         rows.push(Row { scenario: "3 runc stdio flood (1 MiB before runc)", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+        let go = server_deadlock(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = server_deadlock(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row { scenario: "2 pipelined 64 x 1 MiB requests, 4 KiB buffers", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+        let go = hostile_clients(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = hostile_clients(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row { scenario: "8 hostile clients on the shim socket", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
         drop(events);
         let go = containerd_restart(&mut c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
         let rshim = containerd_restart(&mut c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
