@@ -23,8 +23,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn normalise(&self, text: &str) -> String {
-        text.replace('\r', "")
-            .replace('\0', "")
+        text.replace(['\r', '\0'], "")
             // The terminal echoes a NUL as "^@" now and then, whichever the shim.
             .replace("^@", "")
             .replace(&self.id, "<id>")

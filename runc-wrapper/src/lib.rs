@@ -194,7 +194,7 @@ fn tempfile_path() -> PathBuf {
 fn last_error(log: &Path, offset: u64) -> Option<String> {
     let data = std::fs::read(log).ok()?;
     let tail = data.get(offset as usize..)?;
-    String::from_utf8_lossy(tail).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).filter(|v| v["level"] == "error").last().and_then(|v| v["msg"].as_str().map(String::from))
+    String::from_utf8_lossy(tail).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).rfind(|v| v["level"] == "error").and_then(|v| v["msg"].as_str().map(String::from))
 }
 
 struct KillGuard(Option<i32>);

@@ -151,7 +151,7 @@ async fn forward_loop(address: Option<String>, mut rx: mpsc::Receiver<Item>) {
                 Ok(_) => break,
                 Err(e) => {
                     attempts += 1;
-                    if attempts == 1 || attempts % 20 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(20) {
                         log::warn!(
                             "forward {} failed (attempt {attempts}), retrying: {e}",
                             request.envelope.topic

@@ -131,9 +131,12 @@ impl Default for Fifos {
     }
 }
 
+/// (topic, event payload) in arrival order.
+type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// Records the events the shim forwards, standing in for containerd's events service.
 #[derive(Clone, Default)]
-pub struct EventLog(Arc<Mutex<Vec<(String, Vec<u8>)>>>);
+pub struct EventLog(Recorded);
 
 impl EventLog {
     pub fn topics(&self) -> Vec<String> {

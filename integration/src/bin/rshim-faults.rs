@@ -325,6 +325,26 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
     ))
 }
 
+/// Whether the shim serving `id` still answers a well-formed Connect.
+fn still_serving(c: &PrivateContainerd, id: &str) -> anyhow::Result<bool> {
+    let address = shim_client_address(c, id);
+    let req = containerd_shim_protos::api::ConnectRequest { id: id.to_string(), ..Default::default() };
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+        match connect(&address).await {
+            Ok(t) => t.connect(req, &CallOptions::with_timeout(Duration::from_secs(5))).await.is_ok(),
+            Err(_) => false,
+        }
+    }))
+}
+
+/// Kills and removes a container (best effort).
+fn remove(c: &PrivateContainerd, id: &str) {
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = c.ctr(&["task", "delete", "-f", id]);
+    let _ = c.ctr(&["containers", "rm", id]);
+}
+
 fn frame(stream_id: u32, service: &str, method: &str, payload: Vec<u8>) -> Vec<u8> {
     use protobuf::Message;
     let mut r = ttrpc::proto::Request::new();
@@ -398,19 +418,8 @@ fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     });
     let result = rx.recv_timeout(Duration::from_secs(45)).unwrap_or_else(|_| Err(std::io::Error::other("no answer in 45 s")));
     let took = started.elapsed();
-    let still_serving = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-            match connect(&shim_client_address(c, &id)).await {
-                Ok(t) => t
-                    .connect(containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() }, &CallOptions::with_timeout(Duration::from_secs(5)))
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            }
-        });
-    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = c.ctr(&["task", "delete", "-f", &id]);
-    let _ = c.ctr(&["containers", "rm", &id]);
+    let still_serving = still_serving(c, &id)?;
+    remove(c, &id);
     let (text, ok) = match result {
         Ok(n) => (format!("{n}/64 answered in {} ms", took.as_millis()), n == 64),
         Err(e) => (format!("stuck: {e} after {} ms", took.as_millis()), false),
@@ -500,19 +509,8 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     std::thread::sleep(Duration::from_millis(500));
     let after = usage(pid);
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    let serving = tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        match connect(&shim_client_address(c, &id)).await {
-            Ok(t) => t
-                .connect(containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() }, &CallOptions::with_timeout(Duration::from_secs(5)))
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
-    });
-    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = c.ctr(&["task", "delete", "-f", &id]);
-    let _ = c.ctr(&["containers", "rm", &id]);
+    let serving = still_serving(c, &id)?;
+    remove(c, &id);
     let refused = other_uid.stdout.trim() == "refused";
     let pass = alive && serving && after.fds <= before.fds + 2 && refused;
     Ok((
