@@ -40,13 +40,20 @@ impl PrivateContainerd {
     pub fn start(opts: Options) -> anyhow::Result<PrivateContainerd> {
         let bin_dir = rshim_bin_dir();
         if !bin_dir.join("containerd-shim-rshim-v2").exists() {
-            bail!("{} has no containerd-shim-rshim-v2: build it first (cargo build --bins)", bin_dir.display());
+            bail!(
+                "{} has no containerd-shim-rshim-v2: build it first (cargo build --bins)",
+                bin_dir.display()
+            );
         }
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new().prefix("rsh-").tempdir_in("/tmp")?;
         let d = dir.path();
         let address = d.join("c.sock").to_string_lossy().into_owned();
-        let disabled = if opts.cri { "[]" } else { r#"["io.containerd.grpc.v1.cri"]"# };
+        let disabled = if opts.cri {
+            "[]"
+        } else {
+            r#"["io.containerd.grpc.v1.cri"]"#
+        };
         let config = format!(
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
              [grpc]\n  address = \"{address}\"\n[ttrpc]\n  address = \"{address}.ttrpc\"\n\
@@ -56,7 +63,11 @@ impl PrivateContainerd {
         );
         std::fs::write(d.join("config.toml"), config)?;
         let child = spawn(d, &bin_dir, opts.slave_mount_namespace)?;
-        let c = PrivateContainerd { dir, address, child: Some(child) };
+        let c = PrivateContainerd {
+            dir,
+            address,
+            child: Some(child),
+        };
         c.wait_ready()?;
         Ok(c)
     }
@@ -75,20 +86,29 @@ impl PrivateContainerd {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("containerd did not answer within 20s; log:\n{}", self.log_tail());
+                bail!(
+                    "containerd did not answer within 20s; log:\n{}",
+                    self.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     fn args(&self, args: &[&str]) -> Vec<String> {
-        let mut v = vec!["--address".to_string(), self.address.clone(), "--namespace".into(), NAMESPACE.into()];
+        let mut v = vec![
+            "--address".to_string(),
+            self.address.clone(),
+            "--namespace".into(),
+            NAMESPACE.into(),
+        ];
         v.extend(args.iter().map(|s| s.to_string()));
         v
     }
@@ -104,8 +124,18 @@ impl PrivateContainerd {
 
     /// `ctr` under a pseudo-terminal (`script`), for `-t` runs.
     pub fn ctr_tty(&self, args: &[&str], timeout: Duration) -> Output {
-        let line = self.args(args).iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
-        ctr::run("script", &["-qec".into(), format!("ctr {line}"), "/dev/null".into()], None, timeout)
+        let line = self
+            .args(args)
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ");
+        ctr::run(
+            "script",
+            &["-qec".into(), format!("ctr {line}"), "/dev/null".into()],
+            None,
+            timeout,
+        )
     }
 
     /// Builds (once per process) and imports the busybox image.
@@ -145,7 +175,11 @@ impl PrivateContainerd {
 
     /// The bundle of container `id`.
     pub fn bundle(&self, id: &str) -> PathBuf {
-        self.dir.path().join("state/io.containerd.runtime.v2.task").join(NAMESPACE).join(id)
+        self.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(NAMESPACE)
+            .join(id)
     }
 
     /// The live shim serving container `id`.
@@ -153,7 +187,8 @@ impl PrivateContainerd {
         shims_of(&self.address).into_iter().find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+            args.windows(2)
+                .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
         })
     }
 
@@ -175,8 +210,15 @@ impl Drop for PrivateContainerd {
 }
 
 fn spawn(d: &Path, bin_dir: &Path, slave_mount_namespace: bool) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("containerd.log"))?;
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("containerd.log"))?;
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut command = if slave_mount_namespace {
         let mut c = Command::new("unshare");
         c.args(["-m", "--propagation", "slave", "containerd"]);
@@ -199,13 +241,21 @@ fn spawn(d: &Path, bin_dir: &Path, slave_mount_namespace: bool) -> anyhow::Resul
 /// ours with runc itself.
 fn delete_orphaned_containers(dir: &Path) {
     let root = Path::new("/run/containerd/runc").join(NAMESPACE);
-    let Ok(entries) = std::fs::read_dir(&root) else { return };
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
     let ours = dir.to_string_lossy().to_string();
     for e in entries.flatten() {
         let state = std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
         if state.contains(&ours) {
             let id = e.file_name().to_string_lossy().to_string();
-            let args = vec!["--root".to_string(), root.to_string_lossy().into(), "delete".into(), "--force".into(), id];
+            let args = vec![
+                "--root".to_string(),
+                root.to_string_lossy().into(),
+                "delete".into(),
+                "--force".into(),
+                id,
+            ];
             let _ = ctr::run("runc", &args, None, Duration::from_secs(20));
         }
     }
@@ -217,15 +267,26 @@ fn shell_quote(s: &str) -> String {
 
 /// Shims started by this containerd carry `-address <sock>` on their command line.
 pub fn shims_of(address: &str) -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
                 .unwrap_or(true);
-            !zombie && args.windows(2).any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
+            !zombie
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-address" && w[1] == address.as_bytes())
         })
         .collect()
 }

@@ -18,10 +18,21 @@ pub struct Output {
 pub fn run(program: &str, args: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Output {
     let mut cmd = Command::new(program);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Output { stdout: String::new(), stderr: format!("spawn {program}: {e}"), code: None, timed_out: false },
+        Err(e) => {
+            return Output {
+                stdout: String::new(),
+                stderr: format!("spawn {program}: {e}"),
+                code: None,
+                timed_out: false,
+            }
+        }
     };
     if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let data = data.to_vec();
@@ -46,11 +57,17 @@ pub fn run(program: &str, args: &[String], stdin: Option<&[u8]>, timeout: Durati
             Err(_) => break None,
         }
     };
-    let collect = |h: std::thread::JoinHandle<Vec<u8>>| String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned();
+    let collect = |h: std::thread::JoinHandle<Vec<u8>>| {
+        String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+    };
     Output {
         stdout: collect(stdout),
         stderr: collect(stderr),
-        code: if timed_out { None } else { status.and_then(|s| s.code()) },
+        code: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
         timed_out,
     }
 }

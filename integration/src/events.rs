@@ -14,7 +14,9 @@ pub struct Event {
 impl Event {
     /// The container an event is about (`id` for container events, `container_id` for tasks).
     pub fn container(&self) -> Option<&str> {
-        self.payload["container_id"].as_str().or_else(|| self.payload["id"].as_str())
+        self.payload["container_id"]
+            .as_str()
+            .or_else(|| self.payload["id"].as_str())
     }
 }
 
@@ -27,8 +29,15 @@ pub fn parse_line(line: &str) -> Option<Event> {
     let _utc = parts.next()?;
     let namespace = parts.next()?.to_string();
     let topic = parts.next()?.to_string();
-    let payload = parts.next().and_then(|j| serde_json::from_str(j).ok()).unwrap_or(serde_json::Value::Null);
-    topic.starts_with('/').then_some(Event { namespace, topic, payload })
+    let payload = parts
+        .next()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or(serde_json::Value::Null);
+    topic.starts_with('/').then_some(Event {
+        namespace,
+        topic,
+        payload,
+    })
 }
 
 pub struct EventCapture {
@@ -61,7 +70,13 @@ impl EventCapture {
 
     /// Topics seen so far for one container, in order.
     pub fn topics_for(&self, container: &str) -> Vec<String> {
-        self.events.lock().unwrap().iter().filter(|e| e.container() == Some(container)).map(|e| e.topic.clone()).collect()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.container() == Some(container))
+            .map(|e| e.topic.clone())
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Event> {
@@ -84,7 +99,10 @@ mod tests {
     fn parses_ctr_event_lines() {
         let line = r#"2026-11-22 15:26:23.82722209 +0000 UTC default /tasks/start {"container_id":"tty-rshim","pid":19162}"#;
         let e = parse_line(line).unwrap();
-        assert_eq!((e.namespace.as_str(), e.topic.as_str(), e.container()), ("default", "/tasks/start", Some("tty-rshim")));
+        assert_eq!(
+            (e.namespace.as_str(), e.topic.as_str(), e.container()),
+            ("default", "/tasks/start", Some("tty-rshim"))
+        );
         let c = parse_line(r#"2026-11-22 15:26:23.7 +0000 UTC default /containers/create {"id":"x","runtime":{"name":"r"}}"#).unwrap();
         assert_eq!(c.container(), Some("x"));
         assert!(parse_line("garbage").is_none());

@@ -10,9 +10,34 @@ use sha2::{Digest, Sha256};
 
 pub const IMAGE: &str = "docker.io/rshim/busybox:latest";
 const APPLETS: &[&str] = &[
-    "sh", "cat", "echo", "sleep", "true", "false", "ls", "ps", "id", "head", "dd", "yes", "env",
-    "printf", "wc", "kill", "top", "stty", "tty", "hostname", "mkdir", "touch", "rm", "md5sum",
-    "sha256sum", "trap", "seq", "tr",
+    "sh",
+    "cat",
+    "echo",
+    "sleep",
+    "true",
+    "false",
+    "ls",
+    "ps",
+    "id",
+    "head",
+    "dd",
+    "yes",
+    "env",
+    "printf",
+    "wc",
+    "kill",
+    "top",
+    "stty",
+    "tty",
+    "hostname",
+    "mkdir",
+    "touch",
+    "rm",
+    "md5sum",
+    "sha256sum",
+    "trap",
+    "seq",
+    "tr",
 ];
 
 fn header(kind: tar::EntryType, path: &str, mode: u32, size: u64) -> tar::Header {
@@ -31,18 +56,40 @@ fn header(kind: tar::EntryType, path: &str, mode: u32, size: u64) -> tar::Header
 fn layer(busybox: &Path) -> anyhow::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     for dir in ["bin", "etc", "tmp", "proc", "sys", "dev", "root"] {
-        b.append(&header(tar::EntryType::Directory, dir, if dir == "tmp" { 0o1777 } else { 0o755 }, 0), std::io::empty())?;
+        b.append(
+            &header(
+                tar::EntryType::Directory,
+                dir,
+                if dir == "tmp" { 0o1777 } else { 0o755 },
+                0,
+            ),
+            std::io::empty(),
+        )?;
     }
     let data = std::fs::read(busybox).with_context(|| format!("read {}", busybox.display()))?;
-    b.append(&header(tar::EntryType::Regular, "bin/busybox", 0o755, data.len() as u64), data.as_slice())?;
+    b.append(
+        &header(
+            tar::EntryType::Regular,
+            "bin/busybox",
+            0o755,
+            data.len() as u64,
+        ),
+        data.as_slice(),
+    )?;
     for applet in APPLETS {
         let mut h = header(tar::EntryType::Symlink, &format!("bin/{applet}"), 0o777, 0);
         h.set_link_name("busybox")?;
         h.set_cksum();
         b.append(&h, std::io::empty())?;
     }
-    for (path, text) in [("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"), ("etc/group", "root:x:0:\n")] {
-        b.append(&header(tar::EntryType::Regular, path, 0o644, text.len() as u64), text.as_bytes())?;
+    for (path, text) in [
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+        ("etc/group", "root:x:0:\n"),
+    ] {
+        b.append(
+            &header(tar::EntryType::Regular, path, 0o644, text.len() as u64),
+            text.as_bytes(),
+        )?;
     }
     Ok(b.into_inner()?)
 }
@@ -55,7 +102,9 @@ fn digest(data: &[u8]) -> String {
 pub fn build(out: &Path) -> anyhow::Result<()> {
     let tar_layer = layer(Path::new("/bin/busybox"))?;
     let diff_id = digest(&tar_layer);
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar_layer)?;
     let gz_layer = gz.finish()?;
     let config = serde_json::to_vec(&serde_json::json!({
@@ -80,11 +129,19 @@ pub fn build(out: &Path) -> anyhow::Result<()> {
         }],
     }))?;
     let mut archive = tar::Builder::new(std::fs::File::create(out)?);
-    let mut add = |path: &str, data: &[u8]| archive.append(&header(tar::EntryType::Regular, path, 0o644, data.len() as u64), data);
+    let mut add = |path: &str, data: &[u8]| {
+        archive.append(
+            &header(tar::EntryType::Regular, path, 0o644, data.len() as u64),
+            data,
+        )
+    };
     add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add("index.json", &index)?;
     for blob in [&config, &manifest, &gz_layer] {
-        add(&format!("blobs/sha256/{}", &digest(blob)["sha256:".len()..]), blob)?;
+        add(
+            &format!("blobs/sha256/{}", &digest(blob)["sha256:".len()..]),
+            blob,
+        )?;
     }
     archive.finish()?;
     Ok(())

@@ -33,11 +33,17 @@ impl Runtime {
     /// `RSHIM_RUNTIMES` (comma-separated `go`, `rshim`) selects; default both.
     pub fn selected() -> Vec<Runtime> {
         let sel = std::env::var("RSHIM_RUNTIMES").unwrap_or_else(|_| "go,rshim".into());
-        [Runtime::Go, Runtime::Rshim].into_iter().filter(|r| sel.split(',').any(|s| s.trim() == r.name())).collect()
+        [Runtime::Go, Runtime::Rshim]
+            .into_iter()
+            .filter(|r| sel.split(',').any(|s| s.trim() == r.name()))
+            .collect()
     }
 }
 
 /// The workspace root (for target/debug).
 pub fn workspace_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }

@@ -53,7 +53,13 @@ impl Ctx<'_> {
     }
 
     fn ctr(&mut self, label: &str, args: &[&str]) -> Output {
-        let args: Vec<String> = args.iter().map(|a| a.replace("{id}", &self.id).replace("{rt}", self.rt.runtime_type())).collect();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{id}", &self.id)
+                    .replace("{rt}", self.rt.runtime_type())
+            })
+            .collect();
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.c.ctr(&refs);
         self.record(label, &out);
@@ -81,7 +87,13 @@ impl Ctx<'_> {
 /// ctr ends an error with the ttrpc code's name. rshim answers precise codes (FailedPrecondition)
 /// where the Go shim answers Unknown; the comparison is of messages, so the code is dropped.
 fn strip_code(line: &str) -> String {
-    const CODES: &[&str] = &[": unknown", ": failed precondition", ": not found", ": already exists", ": invalid argument"];
+    const CODES: &[&str] = &[
+        ": unknown",
+        ": failed precondition",
+        ": not found",
+        ": already exists",
+        ": invalid argument",
+    ];
     let mut out = line.to_string();
     for code in CODES {
         // At the end of ctr's own error line, or inside a logged `error="..."` field.
@@ -96,45 +108,153 @@ fn strip_code(line: &str) -> String {
 type Scenario = fn(&mut Ctx);
 
 fn run_echo(x: &mut Ctx) {
-    x.ctr("run echo", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "echo", "hello"]);
+    x.ctr(
+        "run echo",
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "echo",
+            "hello",
+        ],
+    );
 }
 
 fn run_exit_code(x: &mut Ctx) {
-    x.ctr("run exit 3", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    x.ctr(
+        "run exit 3",
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
 }
 
 fn run_missing_binary(x: &mut Ctx) {
-    let out = x.ctr("run missing binary", &["run", "--rm", "--runtime", "{rt}", IMAGE, "{id}", "/no/such/binary"]);
+    let out = x.ctr(
+        "run missing binary",
+        &[
+            "run",
+            "--rm",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "/no/such/binary",
+        ],
+    );
     // The one documented difference: rshim drains the process's stderr while `runc create`
     // runs, so runc's own error line (which it writes there) reaches the user too; the Go
     // shim copies stderr only after runc succeeded. Compare ctr's own error line only.
     x.lines.pop();
-    let own: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("ctr:")).collect();
-    let filtered = Output { stderr: own.join("\n"), ..out };
+    let own: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("ctr:"))
+        .collect();
+    let filtered = Output {
+        stderr: own.join("\n"),
+        ..out
+    };
     x.record("run missing binary (ctr's error)", &filtered);
 }
 
 fn run_tty(x: &mut Ctx) {
-    let args = ["run", "--rm", "-t", "--runtime", x.rt.runtime_type(), IMAGE, &x.id, "sh", "-c", "tty; echo ok; exit 4"];
+    let args = [
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        x.rt.runtime_type(),
+        IMAGE,
+        &x.id,
+        "sh",
+        "-c",
+        "tty; echo ok; exit 4",
+    ];
     let out = x.c.ctr_tty(&args, Duration::from_secs(30));
     x.record("run -t", &out);
 }
 
 fn run_stdin(x: &mut Ctx) {
-    let args = ["run", "--rm", "--runtime", x.rt.runtime_type(), IMAGE, &x.id, "head", "-c", "3"];
-    let out = x.c.ctr_with(&args, Some(b"hi\nmore"), Duration::from_secs(30));
+    let args = [
+        "run",
+        "--rm",
+        "--runtime",
+        x.rt.runtime_type(),
+        IMAGE,
+        &x.id,
+        "head",
+        "-c",
+        "3",
+    ];
+    let out =
+        x.c.ctr_with(&args, Some(b"hi\nmore"), Duration::from_secs(30));
     x.record("run stdin", &out);
 }
 
 fn detached_lifecycle(x: &mut Ctx) {
-    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
-    x.ctr("exec echo", &["task", "exec", "--exec-id", "e1", "{id}", "echo", "hi"]);
-    x.ctr("exec exit 5", &["task", "exec", "--exec-id", "e2", "{id}", "sh", "-c", "echo o; echo e >&2; exit 5"]);
-    let tty = ["task", "exec", "-t", "--exec-id", "e3", &x.id, "sh", "-c", "tty; exit 2"];
+    x.ctr(
+        "run -d",
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
+    x.ctr(
+        "exec echo",
+        &["task", "exec", "--exec-id", "e1", "{id}", "echo", "hi"],
+    );
+    x.ctr(
+        "exec exit 5",
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e2",
+            "{id}",
+            "sh",
+            "-c",
+            "echo o; echo e >&2; exit 5",
+        ],
+    );
+    let tty = [
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "e3",
+        &x.id,
+        "sh",
+        "-c",
+        "tty; exit 2",
+    ];
     let out = x.c.ctr_tty(&tty, Duration::from_secs(30));
     x.record("exec -t", &out);
-    x.ctr("exec missing", &["task", "exec", "--exec-id", "e4", "{id}", "/no/such/binary"]);
-    x.ctr("exec duplicate id", &["task", "exec", "--exec-id", "e1", "{id}", "true"]);
+    x.ctr(
+        "exec missing",
+        &["task", "exec", "--exec-id", "e4", "{id}", "/no/such/binary"],
+    );
+    x.ctr(
+        "exec duplicate id",
+        &["task", "exec", "--exec-id", "e1", "{id}", "true"],
+    );
     let ps = x.c.ctr(&["task", "ps", &x.id]);
     x.note("ps lines", ps.stdout.lines().count());
     x.ctr("pause", &["task", "pause", "{id}"]);
@@ -155,10 +275,37 @@ fn detached_lifecycle(x: &mut Ctx) {
 
 fn bad_requests(x: &mut Ctx) {
     x.ctr("kill unknown", &["task", "kill", "{id}-nope"]);
-    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
-    x.ctr("run duplicate", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    x.ctr(
+        "run -d",
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
+    x.ctr(
+        "run duplicate",
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
     x.ctr("delete running", &["task", "delete", "{id}"]);
-    x.ctr("kill -s SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    x.ctr(
+        "kill -s SIGKILL",
+        &["task", "kill", "-s", "SIGKILL", "{id}"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     x.ctr("task delete", &["task", "delete", "{id}"]);
     x.ctr("container rm", &["containers", "rm", "{id}"]);
@@ -166,7 +313,19 @@ fn bad_requests(x: &mut Ctx) {
 
 /// The shim dies (SIGKILL): containerd runs the binary's `delete` action to clean up after it.
 fn shim_killed(x: &mut Ctx) {
-    x.ctr("run -d", &["run", "-d", "--runtime", "{rt}", IMAGE, "{id}", "sleep", "1000"]);
+    x.ctr(
+        "run -d",
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
     let shim = shim_of(&x.c.address, &x.id);
     x.note("one shim", shim.is_some());
     if let Some(pid) = shim {
@@ -177,9 +336,16 @@ fn shim_killed(x: &mut Ctx) {
     x.note("status after shim death", s);
     x.ctr("task delete", &["task", "delete", "{id}"]);
     x.ctr("container rm", &["containers", "rm", "{id}"]);
-    let runc_state = std::path::Path::new("/run/containerd/runc").join(rshim_integration::containerd::NAMESPACE).join(&x.id);
+    let runc_state = std::path::Path::new("/run/containerd/runc")
+        .join(rshim_integration::containerd::NAMESPACE)
+        .join(&x.id);
     x.note("runc state left", runc_state.exists());
-    let bundle = x.c.dir.path().join("state/io.containerd.runtime.v2.task").join(rshim_integration::containerd::NAMESPACE).join(&x.id);
+    let bundle =
+        x.c.dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task")
+            .join(rshim_integration::containerd::NAMESPACE)
+            .join(&x.id);
     x.note("rootfs mounts left", mounts_under(&bundle).len());
 }
 
@@ -188,7 +354,8 @@ fn shim_of(address: &str, id: &str) -> Option<i32> {
     shims_of(address).into_iter().find(|pid| {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.windows(2).any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+        args.windows(2)
+            .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
     })
 }
 
@@ -215,7 +382,12 @@ fn ctr_sees_the_same_from_both_shims() {
     for (name, scenario) in SCENARIOS {
         let mut seen: Vec<(Runtime, Observation)> = Vec::new();
         for &rt in &runtimes {
-            let mut x = Ctx { c: &c, rt, id: format!("{name}-{}", rt.name()), lines: Vec::new() };
+            let mut x = Ctx {
+                c: &c,
+                rt,
+                id: format!("{name}-{}", rt.name()),
+                lines: Vec::new(),
+            };
             scenario(&mut x);
             x.cleanup();
             std::thread::sleep(Duration::from_millis(300));
@@ -224,7 +396,10 @@ fn ctr_sees_the_same_from_both_shims() {
             seen.push((rt, Observation(x.lines)));
         }
         let same = seen.windows(2).all(|w| w[0].1 == w[1].1);
-        table.push(format!("{name:12} {}", if same { "same" } else { "DIFFERENT" }));
+        table.push(format!(
+            "{name:12} {}",
+            if same { "same" } else { "DIFFERENT" }
+        ));
         if !same {
             let mut msg = format!("scenario {name} differs:\n");
             for (rt, obs) in &seen {
@@ -244,8 +419,16 @@ fn ctr_sees_the_same_from_both_shims() {
     let address = c.address.clone();
     let dir = c.dir.path().to_path_buf();
     drop(c);
-    assert!(shims_of(&address).is_empty(), "shims left behind: {:?}", shims_of(&address));
-    assert!(mounts_under(&dir).is_empty(), "mounts left behind: {:?}", mounts_under(&dir));
+    assert!(
+        shims_of(&address).is_empty(),
+        "shims left behind: {:?}",
+        shims_of(&address)
+    );
+    assert!(
+        mounts_under(&dir).is_empty(),
+        "mounts left behind: {:?}",
+        mounts_under(&dir)
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -259,11 +442,23 @@ fn check_reference(name: &str, go: &Observation) {
         "run-missing" => &["OCI runtime create failed"],
         "run-tty" => &["/dev/pts/0", "code=Some(4)"],
         "run-stdin" => &["stdout=\"hi\"", "code=Some(0)"],
-        "shim-killed" => &["one shim: true", "runc state left: false", "rootfs mounts left: 0"],
-        "detached" => &["exec exit 5: code=Some(5)", "status after pause: PAUSED", "status after kill: STOPPED", "events: /containers/create /tasks/create /tasks/start"],
+        "shim-killed" => &[
+            "one shim: true",
+            "runc state left: false",
+            "rootfs mounts left: 0",
+        ],
+        "detached" => &[
+            "exec exit 5: code=Some(5)",
+            "status after pause: PAUSED",
+            "status after kill: STOPPED",
+            "events: /containers/create /tasks/create /tasks/start",
+        ],
         _ => &[],
     };
     for e in expect {
-        assert!(text.contains(e), "reference (Go shim) run of {name} lacks {e:?}:\n{text}");
+        assert!(
+            text.contains(e),
+            "reference (Go shim) run of {name} lacks {e:?}:\n{text}"
+        );
     }
 }

@@ -54,12 +54,27 @@ impl ProcessPipes {
     /// Creates the requested pipes and starts their drains. `owner`: chown the runc-side ends
     /// (IoUid/IoGid). Output passes through as soon as a destination is attached, unless
     /// `hold` is called first.
-    pub fn new(stdin: bool, stdout: bool, stderr: bool, owner: Option<(u32, u32)>) -> std::io::Result<ProcessPipes> {
+    pub fn new(
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        owner: Option<(u32, u32)>,
+    ) -> std::io::Result<ProcessPipes> {
         let (mode, _) = watch::channel(Mode::Pass);
-        let mut p = ProcessPipes { runc: RuncStdio::default(), stdin: None, stdout: None, stderr: None, mode };
+        let mut p = ProcessPipes {
+            runc: RuncStdio::default(),
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            mode,
+        };
         let chown = |fd: &OwnedFd| -> std::io::Result<()> {
             if let Some((uid, gid)) = owner {
-                nix::unistd::fchown(std::os::fd::AsRawFd::as_raw_fd(fd), Some(uid.into()), Some(gid.into()))?;
+                nix::unistd::fchown(
+                    std::os::fd::AsRawFd::as_raw_fd(fd),
+                    Some(uid.into()),
+                    Some(gid.into()),
+                )?;
             }
             Ok(())
         };
@@ -124,7 +139,12 @@ impl ProcessPipes {
     /// Resolves when every drain reached EOF and delivered everything (or its destination
     /// failed). Callers bound it: a grandchild can hold a pipe open forever.
     pub fn drained(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let done: Vec<_> = self.stdout.iter().chain(self.stderr.iter()).map(|d| d.done.clone()).collect();
+        let done: Vec<_> = self
+            .stdout
+            .iter()
+            .chain(self.stderr.iter())
+            .map(|d| d.done.clone())
+            .collect();
         async move {
             for mut d in done {
                 let _ = d.wait_for(|finished| *finished).await;
@@ -142,7 +162,10 @@ impl Drain {
             drain(rx, dest_rx, mode).await;
             let _ = done_tx.send(true);
         });
-        Ok(Drain { dest: Some(dest_tx), done })
+        Ok(Drain {
+            dest: Some(dest_tx),
+            done,
+        })
     }
 }
 
@@ -167,7 +190,10 @@ async fn drain(
         if can_write && !held.is_empty() {
             if let Some(d) = dest.as_mut() {
                 if let Err(e) = d.write_all(&held).await {
-                    log::warn!("stdio destination failed ({e}): {} held bytes dropped", held.len());
+                    log::warn!(
+                        "stdio destination failed ({e}): {} held bytes dropped",
+                        held.len()
+                    );
                     return;
                 }
             }

@@ -1,5 +1,16 @@
-//! Minimal runc wrapper (scratch).
-use std::os::fd::{AsRawFd, OwnedFd};
+//! rshim's only way of running runc (or any runc-compatible binary: crun, youki, a wrapper).
+//!
+//! - Bug class 1: every call has a deadline; on expiry runc's whole process group is killed and
+//!   reaped, and the error names the command and the time it had. A call that is cancelled
+//!   (its future dropped) kills the group too.
+//! - Bug class 3: for calls that hand the process's stdio to runc, the pipes' readers are
+//!   running before runc is spawned (`io::ProcessPipes`); runc's own stdout/stderr, when not
+//!   the process's, are drained concurrently with the wait.
+//! - runc is never waited on with `Child::wait`: the shim is a subreaper that reaps every child
+//!   (`monitor::Reaper`); a call subscribes to exits before spawning and unsubscribes after.
+//! - Errors carry runc's own message (its `--log` JSON), never just "exit status 1".
+
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -8,200 +19,473 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
+pub mod args;
 pub mod console;
 pub mod io;
+mod log;
 pub mod monitor;
 
-use monitor::{ExitMonitor, ExitSubscription};
+pub use args::CriuOpts;
+use monitor::ExitMonitor;
 
+/// One runc binary and its global options (from containerd's runc Options).
 #[derive(Clone, Debug, Default)]
-pub struct RuncConfig { pub binary: PathBuf, pub root: Option<PathBuf>, pub systemd_cgroup: bool, pub debug: bool, pub log: Option<PathBuf> }
+pub struct RuncConfig {
+    /// Empty means `runc` on PATH.
+    pub binary: PathBuf,
+    pub root: Option<PathBuf>,
+    pub systemd_cgroup: bool,
+    pub debug: bool,
+    /// `--log FILE --log-format json`; without it each call gets no JSON log and errors come
+    /// from runc's stderr.
+    pub log: Option<PathBuf>,
+}
 
-#[derive(Clone)]
-pub struct Runc { config: RuncConfig, monitor: Arc<dyn ExitMonitor> }
+#[derive(Default)]
+pub struct CreateOpts {
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    /// For `run` only (`create` always detaches).
+    pub detach: bool,
+    pub stdio: io::RuncStdio,
+}
 
-pub struct CreateOpts { pub pid_file: Option<PathBuf>, pub console_socket: Option<PathBuf>, pub no_pivot: bool, pub no_new_keyring: bool, pub detach: bool, pub stdio: io::RuncStdio }
-pub struct ExecOpts { pub pid_file: Option<PathBuf>, pub console_socket: Option<PathBuf>, pub detach: bool, pub stdio: io::RuncStdio }
+#[derive(Default)]
+pub struct ExecOpts {
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub stdio: io::RuncStdio,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointOpts {
+    pub criu: CriuOpts,
+    pub leave_running: bool,
+}
+
+#[derive(Default)]
+pub struct RestoreOpts {
+    pub criu: CriuOpts,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_subreaper: bool,
+    pub stdio: io::RuncStdio,
+}
+
+/// `runc state` output.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct State {
+    pub id: String,
+    pub pid: i32,
+    pub status: String,
+    pub bundle: String,
+    #[serde(default)]
+    pub rootfs: String,
+    #[serde(default)]
+    pub created: String,
+    #[serde(default)]
+    pub annotations: std::collections::HashMap<String, String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// runc exited non-zero; `message` is runc's own error.
     #[error("{command}: {message}")]
-    Failed { command: String, status: i32, message: String },
+    Failed {
+        command: String,
+        status: i32,
+        message: String,
+    },
+    /// The deadline passed; runc and its process group were killed and reaped.
     #[error("{command} timed out after {after:?}")]
     Timeout { command: String, after: Duration },
     #[error("{command}: cannot run: {source}")]
-    Spawn { command: String, source: std::io::Error },
-    #[error("{0}")]
-    Parse(String),
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{command}: {message}")]
+    Parse { command: String, message: String },
+    /// Receiving the pty master from runc's console socket failed or timed out.
+    #[error("console socket: {0}")]
+    Console(String),
 }
-pub type Result<T> = std::result::Result<T, Error>;
 
-struct Output { stdout: Vec<u8> }
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// How long a timed-out runc gets, after SIGKILL, to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(5);
+/// runc's own output kept per call (stdout for queries, stderr for errors).
+const OUTPUT_LIMIT: u64 = 4 << 20;
+
+/// What one runc call needs besides its arguments.
+#[derive(Default)]
+struct Call {
+    /// The process's stdio: runc's stdio *is* the process's, an absent stream is /dev/null
+    /// (never a capture pipe, which the container would inherit and hold open).
+    process_stdio: Option<io::RuncStdio>,
+    /// Bytes for runc's stdin (`update --resources -`).
+    stdin: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub struct Runc {
+    config: RuncConfig,
+    monitor: Arc<dyn ExitMonitor>,
+}
 
 impl Runc {
-    pub fn new(config: RuncConfig, monitor: Arc<dyn ExitMonitor>) -> Runc { Runc { config, monitor } }
-
-    fn global_args(&self) -> Vec<String> {
-        let mut a = Vec::new();
-        if self.config.debug { a.push("--debug".into()); }
-        if let Some(log) = &self.config.log { a.push("--log".into()); a.push(log.display().to_string()); a.push("--log-format".into()); a.push("json".into()); }
-        if let Some(root) = &self.config.root { a.push("--root".into()); a.push(root.display().to_string()); }
-        if self.config.systemd_cgroup { a.push("--systemd-cgroup".into()); }
-        a
+    pub fn new(config: RuncConfig, monitor: Arc<dyn ExitMonitor>) -> Runc {
+        Runc { config, monitor }
     }
 
-    async fn run(&self, args: Vec<String>, stdio: io::RuncStdio, stdin_data: Option<Vec<u8>>, timeout: Duration) -> Result<Output> {
-        let bin = if self.config.binary.as_os_str().is_empty() { PathBuf::from("runc") } else { self.config.binary.clone() };
-        let command = format!("{} {}", bin.display(), args.first().cloned().unwrap_or_default());
-        let mut full = self.global_args();
-        full.extend(args);
-        let log_offset = self.config.log.as_ref().and_then(|l| std::fs::metadata(l).ok()).map(|m| m.len()).unwrap_or(0);
-        let mut cmd = Command::new(&bin);
-        cmd.args(&full).process_group(0);
-        let (out_r, out_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Spawn { command: command.clone(), source: e.into() })?;
-        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Spawn { command: command.clone(), source: e.into() })?;
-        let mut stdin_w = None;
-        match (stdio.stdin, stdin_data.is_some()) {
-            (Some(fd), _) => { cmd.stdin(Stdio::from(fd)); }
-            (None, true) => { let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap(); cmd.stdin(Stdio::from(r)); stdin_w = Some(w); }
-            (None, false) => { cmd.stdin(Stdio::null()); }
+    fn binary(&self) -> PathBuf {
+        if self.config.binary.as_os_str().is_empty() {
+            PathBuf::from("runc")
+        } else {
+            self.config.binary.clone()
         }
-        // For commands that start a process, runc's stdio is the process's: an absent stream is
-        // /dev/null, never our capture pipe (the container would inherit it and hold it open).
-        let process_cmd = matches!(full_sub(&full), "create" | "exec" | "run" | "restore");
-        let own_stdout = stdio.stdout.is_none() && !process_cmd;
-        cmd.stdout(match stdio.stdout { Some(fd) => Stdio::from(fd), None if process_cmd => Stdio::null(), None => Stdio::from(out_w) });
-        let own_stderr = stdio.stderr.is_none() && !process_cmd;
-        cmd.stderr(match stdio.stderr { Some(fd) => Stdio::from(fd), None if process_cmd => Stdio::null(), None => Stdio::from(err_w) });
-        let mut sub = self.monitor.subscribe();
-        let child = cmd.spawn().map_err(|e| Error::Spawn { command: command.clone(), source: e })?;
-        drop(cmd);
+    }
+
+    pub async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        mut opts: CreateOpts,
+        timeout: Duration,
+    ) -> Result<()> {
+        let stdio = std::mem::take(&mut opts.stdio);
+        let call = Call {
+            process_stdio: Some(stdio),
+            ..Default::default()
+        };
+        self.call(args::create("create", id, bundle, &opts), call, timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `runc run`; with `detach` it returns once the container runs, else when it exits.
+    pub async fn run(
+        &self,
+        id: &str,
+        bundle: &Path,
+        mut opts: CreateOpts,
+        timeout: Duration,
+    ) -> Result<()> {
+        let stdio = std::mem::take(&mut opts.stdio);
+        let call = Call {
+            process_stdio: Some(stdio),
+            ..Default::default()
+        };
+        self.call(args::create("run", id, bundle, &opts), call, timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn start(&self, id: &str, timeout: Duration) -> Result<()> {
+        self.call(args::simple("start", id), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `runc exec --process FILE`: the spec goes to a temp file, removed afterwards.
+    pub async fn exec(
+        &self,
+        id: &str,
+        process: &oci_spec::runtime::Process,
+        mut opts: ExecOpts,
+        timeout: Duration,
+    ) -> Result<()> {
+        let command = format!("{} exec", self.binary().display());
+        let json = serde_json::to_vec(process).map_err(|e| Error::Parse {
+            command: command.clone(),
+            message: e.to_string(),
+        })?;
+        let file = tempfile::Builder::new()
+            .prefix("runc-process")
+            .suffix(".json")
+            .tempfile()
+            .map_err(|e| Error::Spawn {
+                command: command.clone(),
+                source: e,
+            })?;
+        std::fs::write(file.path(), json).map_err(|e| Error::Spawn { command, source: e })?;
+        let stdio = std::mem::take(&mut opts.stdio);
+        let call = Call {
+            process_stdio: Some(stdio),
+            ..Default::default()
+        };
+        self.call(args::exec(id, file.path(), &opts), call, timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn kill(&self, id: &str, signal: u32, all: bool, timeout: Duration) -> Result<()> {
+        self.call(args::kill(id, signal, all), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn delete(&self, id: &str, force: bool, timeout: Duration) -> Result<()> {
+        self.call(args::delete(id, force), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn state(&self, id: &str, timeout: Duration) -> Result<State> {
+        let out = self
+            .call(args::simple("state", id), Call::default(), timeout)
+            .await?;
+        self.parse("state", &out)
+    }
+
+    pub async fn ps(&self, id: &str, timeout: Duration) -> Result<Vec<i32>> {
+        let out = self.call(args::ps(id), Call::default(), timeout).await?;
+        // runc prints `null` for a container with no process.
+        Ok(self
+            .parse::<Option<Vec<i32>>>("ps", &out)?
+            .unwrap_or_default())
+    }
+
+    pub async fn pause(&self, id: &str, timeout: Duration) -> Result<()> {
+        self.call(args::simple("pause", id), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn resume(&self, id: &str, timeout: Duration) -> Result<()> {
+        self.call(args::simple("resume", id), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `runc update --resources -`, the resources as JSON on runc's stdin.
+    pub async fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+        timeout: Duration,
+    ) -> Result<()> {
+        let json = serde_json::to_vec(resources).map_err(|e| Error::Parse {
+            command: "runc update".into(),
+            message: e.to_string(),
+        })?;
+        self.call(
+            args::update(id),
+            Call {
+                stdin: Some(json),
+                ..Default::default()
+            },
+            timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        opts: &CheckpointOpts,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.call(args::checkpoint(id, opts), Call::default(), timeout)
+            .await
+            .map(drop)
+    }
+
+    pub async fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        mut opts: RestoreOpts,
+        timeout: Duration,
+    ) -> Result<()> {
+        let stdio = std::mem::take(&mut opts.stdio);
+        let call = Call {
+            process_stdio: Some(stdio),
+            ..Default::default()
+        };
+        self.call(args::restore(id, bundle, &opts), call, timeout)
+            .await
+            .map(drop)
+    }
+
+    /// `runc events --stats`: one JSON object.
+    pub async fn stats(&self, id: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let out = self.call(args::stats(id), Call::default(), timeout).await?;
+        self.parse("events --stats", &out)
+    }
+
+    /// `runc features` (raw JSON, for containerd's RuntimeInfo).
+    pub async fn features(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.call(vec!["features".into()], Call::default(), timeout)
+            .await
+    }
+
+    pub async fn version(&self, timeout: Duration) -> Result<String> {
+        let out = self
+            .call(vec!["--version".into()], Call::default(), timeout)
+            .await?;
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(&self, what: &str, out: &[u8]) -> Result<T> {
+        serde_json::from_slice(out).map_err(|e| Error::Parse {
+            command: format!("{} {what}", self.binary().display()),
+            message: format!("unexpected output: {e}"),
+        })
+    }
+
+    /// Spawns runc, waits for it through the reaper with a deadline, returns its stdout.
+    async fn call(&self, args: Vec<String>, call: Call, timeout: Duration) -> Result<Vec<u8>> {
+        let binary = self.binary();
+        let command = format!(
+            "{} {}",
+            binary.display(),
+            args.first().map(String::as_str).unwrap_or("")
+        );
+        let spawn_err = |source: std::io::Error| Error::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let log_offset = self
+            .config
+            .log
+            .as_ref()
+            .and_then(|l| std::fs::metadata(l).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+
+        let mut cmd = Command::new(&binary);
+        cmd.args(args::global(&self.config))
+            .args(&args)
+            .process_group(0);
+        let (mut out_r, mut err_r) = (None, None);
+        match call.process_stdio {
+            Some(stdio) => {
+                cmd.stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
+                cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
+            }
+            None => {
+                let (r, w) = pipe().map_err(spawn_err)?;
+                cmd.stdout(Stdio::from(w));
+                out_r = Some(r);
+                let (r, w) = pipe().map_err(spawn_err)?;
+                cmd.stderr(Stdio::from(w));
+                err_r = Some(r);
+                cmd.stdin(Stdio::null());
+            }
+        }
+        let mut stdin_w = None;
+        if call.stdin.is_some() {
+            let (r, w) = pipe().map_err(spawn_err)?;
+            cmd.stdin(Stdio::from(r));
+            stdin_w = Some(w);
+        }
+
+        // Subscribe before spawning: runc may exit before spawn() even returns.
+        let mut exits = self.monitor.subscribe();
+        let child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id() as i32;
-        std::mem::forget(child);
-        if let Some(w) = stdin_w { let data = stdin_data.unwrap_or_default(); std::thread::spawn(move || { let mut f = std::fs::File::from(w); let _ = std::io::Write::write_all(&mut f, &data); }); }
-        let read_all = |fd: OwnedFd, own: bool| async move {
-            if !own { return Vec::new(); }
-            let mut r = tokio::net::unix::pipe::Receiver::from_owned_fd(fd).unwrap();
-            let mut buf = Vec::new();
-            let _ = (&mut r).take(1 << 20).read_to_end(&mut buf).await;
-            buf
-        };
-        // Dropped (the call cancelled) before runc exited: kill its process group.
-        let guard = KillGuard(Some(pid));
-        let result = {
-            let wait = async {
-                while let Some(e) = sub.recv().await {
-                    if e.pid == pid {
-                        return e.status;
-                    }
+        // Dropping a std Child neither waits nor kills; the reaper reaps it.
+        drop(child);
+        drop(cmd); // closes our copies of the fds handed to runc
+        let guard = GroupKiller(Some(pid));
+
+        let feed = async {
+            if let (Some(w), Some(data)) = (stdin_w, call.stdin) {
+                if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(w) {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut tx, &data).await;
                 }
-                -1
-            };
-            let work = async { tokio::join!(wait, read_all(out_r, own_stdout), read_all(err_r, own_stderr)) };
-            tokio::time::timeout(timeout, work).await
+            }
         };
-        match result {
-            Ok((status, stdout, stderr)) => {
+        let wait = async {
+            while let Some(e) = exits.recv().await {
+                if e.pid == pid {
+                    return e.status;
+                }
+            }
+            -1
+        };
+        let work = async { tokio::join!(wait, read_limited(out_r), read_limited(err_r), feed) };
+        match tokio::time::timeout(timeout, work).await {
+            Ok((status, stdout, stderr, ())) => {
                 std::mem::forget(guard);
                 if status == 0 {
-                    return Ok(Output { stdout });
+                    return Ok(stdout);
                 }
                 let message = self
                     .config
                     .log
                     .as_ref()
-                    .and_then(|l| last_error(l, log_offset))
+                    .and_then(|l| log::last_error(l, log_offset))
                     .unwrap_or_else(|| String::from_utf8_lossy(&stderr).trim().to_string());
-                Err(Error::Failed { command, status, message })
+                let message = if message.is_empty() {
+                    format!("exit status {status}")
+                } else {
+                    message
+                };
+                Err(Error::Failed {
+                    command,
+                    status,
+                    message,
+                })
             }
             Err(_) => {
-                // Bug class 1: the deadline passed. Kill runc's whole process group and wait
-                // (bounded) until the reaper has reaped runc, so no zombie is left.
+                // Bug class 1: kill runc's whole group and wait (bounded) until the reaper has
+                // reaped runc, so no zombie is left behind.
                 drop(guard);
                 let _ = tokio::time::timeout(REAP_GRACE, async {
-                    while let Some(e) = sub.recv().await {
+                    while let Some(e) = exits.recv().await {
                         if e.pid == pid {
                             break;
                         }
                     }
                 })
                 .await;
-                Err(Error::Timeout { command, after: timeout })
+                Err(Error::Timeout {
+                    command,
+                    after: timeout,
+                })
             }
         }
     }
-
-    pub async fn create(&self, id: &str, bundle: &Path, opts: CreateOpts, timeout: Duration) -> Result<()> {
-        let mut a: Vec<String> = vec!["create".into(), "--bundle".into(), bundle.display().to_string()];
-        if let Some(p) = &opts.pid_file { a.push("--pid-file".into()); a.push(p.display().to_string()); }
-        if let Some(p) = &opts.console_socket { a.push("--console-socket".into()); a.push(p.display().to_string()); }
-        if opts.no_pivot { a.push("--no-pivot".into()); }
-        if opts.no_new_keyring { a.push("--no-new-keyring".into()); }
-        a.push(id.into());
-        self.run(a, opts.stdio, None, timeout).await.map(|_| ())
-    }
-    pub async fn start(&self, id: &str, timeout: Duration) -> Result<()> { self.run(vec!["start".into(), id.into()], Default::default(), None, timeout).await.map(|_| ()) }
-    pub async fn exec(&self, id: &str, process: &oci_spec::runtime::Process, opts: ExecOpts, timeout: Duration) -> Result<()> {
-        let file = tempfile_path();
-        std::fs::write(&file, serde_json::to_vec(process).map_err(|e| Error::Parse(e.to_string()))?).map_err(|e| Error::Spawn { command: "runc exec".into(), source: e })?;
-        let mut a: Vec<String> = vec!["exec".into(), "--process".into(), file.display().to_string()];
-        if opts.detach { a.push("--detach".into()); }
-        if let Some(p) = &opts.pid_file { a.push("--pid-file".into()); a.push(p.display().to_string()); }
-        if let Some(p) = &opts.console_socket { a.push("--console-socket".into()); a.push(p.display().to_string()); }
-        a.push(id.into());
-        let r = self.run(a, opts.stdio, None, timeout).await.map(|_| ());
-        let _ = std::fs::remove_file(&file);
-        r
-    }
-    pub async fn kill(&self, id: &str, signal: u32, all: bool, timeout: Duration) -> Result<()> {
-        let mut a: Vec<String> = vec!["kill".into()];
-        if all { a.push("--all".into()); }
-        a.push(id.into()); a.push(signal.to_string());
-        self.run(a, Default::default(), None, timeout).await.map(|_| ())
-    }
-    pub async fn delete(&self, id: &str, force: bool, timeout: Duration) -> Result<()> {
-        let mut a: Vec<String> = vec!["delete".into()];
-        if force { a.push("--force".into()); }
-        a.push(id.into());
-        self.run(a, Default::default(), None, timeout).await.map(|_| ())
-    }
-    pub async fn ps(&self, id: &str, timeout: Duration) -> Result<Vec<i32>> {
-        let out = self.run(vec!["ps".into(), "--format".into(), "json".into(), id.into()], Default::default(), None, timeout).await?;
-        serde_json::from_slice::<Option<Vec<i32>>>(&out.stdout).map(|v| v.unwrap_or_default()).map_err(|e| Error::Parse(format!("runc ps: {e}")))
-    }
-    pub async fn pause(&self, id: &str, timeout: Duration) -> Result<()> { self.run(vec!["pause".into(), id.into()], Default::default(), None, timeout).await.map(|_| ()) }
-    pub async fn resume(&self, id: &str, timeout: Duration) -> Result<()> { self.run(vec!["resume".into(), id.into()], Default::default(), None, timeout).await.map(|_| ()) }
-    pub async fn update(&self, id: &str, resources: &oci_spec::runtime::LinuxResources, timeout: Duration) -> Result<()> {
-        let data = serde_json::to_vec(resources).map_err(|e| Error::Parse(e.to_string()))?;
-        self.run(vec!["update".into(), "--resources".into(), "-".into(), id.into()], Default::default(), Some(data), timeout).await.map(|_| ())
-    }
 }
 
-fn full_sub(args: &[String]) -> &str {
-    const SUBS: &[&str] = &["create", "exec", "run", "restore", "start", "kill", "delete", "ps", "pause", "resume", "update", "state"];
-    args.iter().map(String::as_str).find(|a| SUBS.contains(a)).unwrap_or("")
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Into::into)
 }
 
-fn tempfile_path() -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    std::env::temp_dir().join(format!("runc-process-{}-{}.json", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+/// Reads one of runc's own output pipes to EOF, keeping at most `OUTPUT_LIMIT` bytes (and
+/// discarding the rest, so runc never blocks on a full pipe).
+async fn read_limited(fd: Option<OwnedFd>) -> Vec<u8> {
+    let Some(fd) = fd else { return Vec::new() };
+    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut rx).take(OUTPUT_LIMIT).read_to_end(&mut kept).await;
+    let _ = tokio::io::copy(&mut rx, &mut tokio::io::sink()).await;
+    kept
 }
 
-fn last_error(log: &Path, offset: u64) -> Option<String> {
-    let data = std::fs::read(log).ok()?;
-    let tail = data.get(offset as usize..)?;
-    String::from_utf8_lossy(tail).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).rfind(|v| v["level"] == "error").and_then(|v| v["msg"].as_str().map(String::from))
-}
+/// Kills runc's process group unless disarmed (`mem::forget`) once runc has exited: a call
+/// cancelled mid-way leaves no runc behind.
+struct GroupKiller(Option<i32>);
 
-struct KillGuard(Option<i32>);
-impl Drop for KillGuard {
+impl Drop for GroupKiller {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 { let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL); }
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::SIGKILL,
+            );
+        }
     }
 }
-#[allow(dead_code)]
-fn _unused(_: &ExitSubscription, f: &OwnedFd) -> i32 { f.as_raw_fd() }

@@ -1,24 +1,63 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
-#[derive(Debug, Clone, Copy, PartialEq, Eq)] pub struct Exit { pub pid: i32, pub status: i32, pub timestamp: std::time::SystemTime }
-pub trait ExitMonitor: Send + Sync + 'static { fn subscribe(&self) -> ExitSubscription; }
-pub struct ExitSubscription { rx: mpsc::UnboundedReceiver<Exit>, id: u64, reaper: Arc<Reaper> }
-impl ExitSubscription {
-    pub async fn recv(&mut self) -> Option<Exit> { self.rx.recv().await }
-    pub fn try_recv(&mut self) -> Option<Exit> { self.rx.try_recv().ok() }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: i32,
+    pub status: i32,
+    pub timestamp: std::time::SystemTime,
 }
-impl Drop for ExitSubscription { fn drop(&mut self) { self.reaper.subs.lock().unwrap().retain(|(i, _)| *i != self.id); } }
-pub struct Reaper { subs: Mutex<Vec<(u64, mpsc::UnboundedSender<Exit>)>>, next: Mutex<u64> }
+pub trait ExitMonitor: Send + Sync + 'static {
+    fn subscribe(&self) -> ExitSubscription;
+}
+pub struct ExitSubscription {
+    rx: mpsc::UnboundedReceiver<Exit>,
+    id: u64,
+    reaper: Arc<Reaper>,
+}
+impl ExitSubscription {
+    pub async fn recv(&mut self) -> Option<Exit> {
+        self.rx.recv().await
+    }
+    pub fn try_recv(&mut self) -> Option<Exit> {
+        self.rx.try_recv().ok()
+    }
+}
+impl Drop for ExitSubscription {
+    fn drop(&mut self) {
+        self.reaper
+            .subs
+            .lock()
+            .unwrap()
+            .retain(|(i, _)| *i != self.id);
+    }
+}
+pub struct Reaper {
+    subs: Mutex<Vec<(u64, mpsc::UnboundedSender<Exit>)>>,
+    next: Mutex<u64>,
+}
 static REAPER: OnceLock<Arc<Reaper>> = OnceLock::new();
 impl Reaper {
     pub fn start() -> Arc<Reaper> {
-        REAPER.get_or_init(|| {
-            let r = Arc::new(Reaper { subs: Mutex::new(Vec::new()), next: Mutex::new(0) });
-            let r2 = r.clone();
-            let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).expect("SIGCHLD");
-            tokio::spawn(async move { loop { r2.reap(); if sig.recv().await.is_none() { break; } } });
-            r
-        }).clone()
+        REAPER
+            .get_or_init(|| {
+                let r = Arc::new(Reaper {
+                    subs: Mutex::new(Vec::new()),
+                    next: Mutex::new(0),
+                });
+                let r2 = r.clone();
+                let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+                    .expect("SIGCHLD");
+                tokio::spawn(async move {
+                    loop {
+                        r2.reap();
+                        if sig.recv().await.is_none() {
+                            break;
+                        }
+                    }
+                });
+                r
+            })
+            .clone()
     }
     fn reap(&self) {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -29,16 +68,30 @@ impl Reaper {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
-            let e = Exit { pid, status, timestamp: std::time::SystemTime::now() };
-            for (_, tx) in self.subs.lock().unwrap().iter() { let _ = tx.send(e); }
+            let e = Exit {
+                pid,
+                status,
+                timestamp: std::time::SystemTime::now(),
+            };
+            for (_, tx) in self.subs.lock().unwrap().iter() {
+                let _ = tx.send(e);
+            }
         }
     }
 }
 impl ExitMonitor for Reaper {
     fn subscribe(&self) -> ExitSubscription {
         let (tx, rx) = mpsc::unbounded_channel();
-        let id = { let mut n = self.next.lock().unwrap(); *n += 1; *n };
+        let id = {
+            let mut n = self.next.lock().unwrap();
+            *n += 1;
+            *n
+        };
         self.subs.lock().unwrap().push((id, tx));
-        ExitSubscription { rx, id, reaper: REAPER.get().expect("reaper").clone() }
+        ExitSubscription {
+            rx,
+            id,
+            reaper: REAPER.get().expect("reaper").clone(),
+        }
     }
 }

@@ -27,11 +27,20 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         // Before the reaper exists: Command::output() waits on its own child.
         let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("runc").arg("spec").current_dir(dir.path()).output().expect("runc");
+        let out = std::process::Command::new("runc")
+            .arg("spec")
+            .current_dir(dir.path())
+            .output()
+            .expect("runc");
         assert!(out.status.success());
-        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+            .unwrap();
         nix::sys::prctl::set_child_subreaper(true).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let monitor: Arc<dyn ExitMonitor> = rt.block_on(async { Reaper::start() });
         Env { rt, spec, monitor }
     })
@@ -60,9 +69,17 @@ impl Bundle {
         spec["process"]["terminal"] = serde_json::json!(false);
         spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
         spec["root"]["readonly"] = serde_json::json!(false);
-        std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
         let root = dir.path().join("runc-root");
-        let id = format!("rw-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy());
+        let id = format!(
+            "rw-{}-{}",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
         Bundle { dir, root, id }
     }
 
@@ -72,7 +89,12 @@ impl Bundle {
 
     fn runc(&self, binary: &Path) -> Runc {
         Runc::new(
-            RuncConfig { binary: binary.to_path_buf(), root: Some(self.root.clone()), log: Some(self.dir.path().join("log.json")), ..Default::default() },
+            RuncConfig {
+                binary: binary.to_path_buf(),
+                root: Some(self.root.clone()),
+                log: Some(self.dir.path().join("log.json")),
+                ..Default::default()
+            },
             env().monitor.clone(),
         )
     }
@@ -82,7 +104,9 @@ impl Drop for Bundle {
     fn drop(&mut self) {
         let runc = self.runc(Path::new("runc"));
         let id = self.id.clone();
-        let _ = env().rt.block_on(async move { runc.delete(&id, true, Duration::from_secs(10)).await });
+        let _ = env()
+            .rt
+            .block_on(async move { runc.delete(&id, true, Duration::from_secs(10)).await });
     }
 }
 
@@ -162,16 +186,36 @@ fn create_survives_a_stderr_flood_and_delivers_it_byte_exact() {
         pipes.attach_stderr(file_sink(&out_path).await);
         let stdio = pipes.take_runc_stdio();
         b.runc(&flood)
-            .create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio }, Duration::from_secs(30))
+            .create(
+                &b.id,
+                b.path(),
+                CreateOpts {
+                    pid_file: None,
+                    console_socket: None,
+                    no_pivot: false,
+                    no_new_keyring: false,
+                    detach: true,
+                    stdio,
+                },
+                Duration::from_secs(30),
+            )
             .await
             .expect("create returns within its deadline despite the flood");
         pipes.release();
-        b.runc(Path::new("runc")).start(&b.id, Duration::from_secs(30)).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
+        b.runc(Path::new("runc"))
+            .start(&b.id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), pipes.drained())
+            .await
+            .expect("drained");
     });
     let mut want = flood_bytes();
     want.extend_from_slice(b"done\n");
-    assert!(std::fs::read(&out_path).unwrap() == want, "stderr not byte-exact");
+    assert!(
+        std::fs::read(&out_path).unwrap() == want,
+        "stderr not byte-exact"
+    );
 }
 
 #[test]
@@ -179,12 +223,27 @@ fn failed_create_reports_runcs_own_error() {
     let b = Bundle::new(&["/bin/does-not-exist"]);
     let err = env().rt.block_on(async {
         b.runc(Path::new("runc"))
-            .create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio: Default::default() }, Duration::from_secs(30))
+            .create(
+                &b.id,
+                b.path(),
+                CreateOpts {
+                    pid_file: None,
+                    console_socket: None,
+                    no_pivot: false,
+                    no_new_keyring: false,
+                    detach: true,
+                    stdio: Default::default(),
+                },
+                Duration::from_secs(30),
+            )
             .await
             .unwrap_err()
     });
     let text = err.to_string();
-    assert!(text.contains("does-not-exist") && text.contains("no such file"), "{text}");
+    assert!(
+        text.contains("does-not-exist") && text.contains("no such file"),
+        "{text}"
+    );
     assert!(!text.contains("exit status"), "{text}");
 }
 
@@ -193,8 +252,17 @@ fn a_hanging_runc_is_killed_with_its_process_group_and_reaped() {
     let b = Bundle::new(&["true"]);
     let pidfile = b.path().join("wrapper.pid");
     // The hanging runc also leaves a child behind in its process group.
-    let hang = wrapper(b.path(), "ps", &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()));
-    let err = env().rt.block_on(async { b.runc(&hang).ps(&b.id, Duration::from_secs(1)).await.unwrap_err() });
+    let hang = wrapper(
+        b.path(),
+        "ps",
+        &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()),
+    );
+    let err = env().rt.block_on(async {
+        b.runc(&hang)
+            .ps(&b.id, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+    });
     match &err {
         Error::Timeout { command, after } => {
             assert!(command.contains("ps"), "{command}");
@@ -202,14 +270,25 @@ fn a_hanging_runc_is_killed_with_its_process_group_and_reaped() {
         }
         other => panic!("expected a timeout, got {other}"),
     }
-    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pgid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // The whole group is gone (killed and reaped: no zombie can be signalled either).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), None).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "process group {pgid} still exists");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process group {pgid} still exists"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(zombie_children().is_empty(), "zombies left: {:?}", zombie_children());
+    assert!(
+        zombie_children().is_empty(),
+        "zombies left: {:?}",
+        zombie_children()
+    );
 }
 
 fn zombie_children() -> Vec<i32> {
@@ -219,8 +298,104 @@ fn zombie_children() -> Vec<i32> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            status.lines().any(|l| l.starts_with("State:") && l.contains('Z'))
-                && status.lines().any(|l| l.starts_with("PPid:") && l.split_whitespace().nth(1) == Some(me.as_str()))
+            status
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+                && status.lines().any(|l| {
+                    l.starts_with("PPid:") && l.split_whitespace().nth(1) == Some(me.as_str())
+                })
         })
         .collect()
+}
+
+#[test]
+fn state_update_version_and_features() {
+    let b = Bundle::new(&["sleep", "1000"]);
+    env().rt.block_on(async {
+        let runc = b.runc(Path::new("runc"));
+        runc.create(
+            &b.id,
+            b.path(),
+            CreateOpts::default(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let st = runc.state(&b.id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            (st.id.as_str(), st.status.as_str()),
+            (b.id.as_str(), "created")
+        );
+        assert!(st.pid > 0);
+        runc.start(&b.id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            runc.state(&b.id, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .status,
+            "running"
+        );
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(serde_json::json!({"pids": {"limit": 42}})).unwrap();
+        runc.update(&b.id, &resources, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let missing = runc
+            .state("no-such-container", Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+        assert!(runc
+            .version(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .starts_with("runc version"));
+        let features: serde_json::Value =
+            serde_json::from_slice(&runc.features(Duration::from_secs(10)).await.unwrap()).unwrap();
+        assert!(features["ociVersionMax"].is_string(), "{features}");
+    });
+    let cgroup = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{}/pids.max", b.id))
+        .unwrap_or_default();
+    assert_eq!(cgroup.trim(), "42", "runc update applied the pids limit");
+}
+
+#[test]
+fn console_socket_receives_the_pty_master() {
+    let b = Bundle::new(&["sh", "-c", "echo tty-ok; sleep 2"]);
+    b.edit_terminal();
+    let out = env().rt.block_on(async {
+        let console = runc_wrapper::console::ConsoleSocket::new().unwrap();
+        let runc = b.runc(Path::new("runc"));
+        let opts = CreateOpts {
+            console_socket: Some(console.path().to_path_buf()),
+            ..Default::default()
+        };
+        let (created, master) = tokio::join!(
+            runc.create(&b.id, b.path(), opts, Duration::from_secs(30)),
+            console.receive(Duration::from_secs(30))
+        );
+        created.unwrap();
+        let master = master.unwrap();
+        runc.start(&b.id, Duration::from_secs(10)).await.unwrap();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut f = std::fs::File::from(master);
+            let mut buf = [0u8; 64];
+            let n = f.read(&mut buf).unwrap_or(0);
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .unwrap()
+    });
+    assert!(out.contains("tty-ok"), "read from the pty master: {out:?}");
+}
+
+impl Bundle {
+    fn edit_terminal(&self) {
+        let path = self.dir.path().join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        spec["process"]["terminal"] = serde_json::json!(true);
+        std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
+    }
 }

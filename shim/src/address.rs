@@ -10,11 +10,19 @@ pub const SOCKET_DIR: &str = "/run/containerd/s";
 
 /// Annotations that put several containers into one shim, in order of precedence
 /// (containerd's runc v2 shim reads the same two).
-pub const GROUP_ANNOTATIONS: &[&str] = &["io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"];
+pub const GROUP_ANNOTATIONS: &[&str] = &[
+    "io.containerd.runc.v2.group",
+    "io.kubernetes.cri.sandbox-id",
+];
 
 /// `unix:///run/containerd/s/<hex sha256(filepath.Join(address, namespace, group))>`, as
 /// containerd's `shim.SocketAddress` computes it (Go's `filepath.Join` cleans the path).
-pub fn socket_address(socket_dir: &str, containerd_address: &str, namespace: &str, group: &str) -> String {
+pub fn socket_address(
+    socket_dir: &str,
+    containerd_address: &str,
+    namespace: &str,
+    group: &str,
+) -> String {
     let joined = go_clean(&format!("{containerd_address}/{namespace}/{group}"));
     let digest = Sha256::digest(joined.as_bytes());
     format!("unix://{}/{}", go_clean(socket_dir), hex::encode(digest))
@@ -28,8 +36,12 @@ pub fn socket_path(address: &str) -> &str {
 /// The group a container belongs to: the first grouping annotation in its `config.json`, else
 /// its own id.
 pub fn group_id(bundle: &Path, id: &str) -> String {
-    let Ok(data) = std::fs::read(bundle.join("config.json")) else { return id.to_string() };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else { return id.to_string() };
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+        return id.to_string();
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return id.to_string();
+    };
     GROUP_ANNOTATIONS
         .iter()
         .find_map(|key| spec["annotations"][key].as_str().filter(|v| !v.is_empty()))
@@ -69,14 +81,26 @@ mod tests {
     #[test]
     fn address_matches_containerd() {
         // sha256("/run/containerd/containerd.sock/default/c1")
-        let want = hex::encode(Sha256::digest(b"/run/containerd/containerd.sock/default/c1"));
+        let want = hex::encode(Sha256::digest(
+            b"/run/containerd/containerd.sock/default/c1",
+        ));
         assert_eq!(
-            socket_address(SOCKET_DIR, "/run/containerd/containerd.sock", "default", "c1"),
+            socket_address(
+                SOCKET_DIR,
+                "/run/containerd/containerd.sock",
+                "default",
+                "c1"
+            ),
             format!("unix:///run/containerd/s/{want}")
         );
         // filepath.Join cleans: a trailing slash or doubled slash does not change the hash.
         assert_eq!(
-            socket_address(SOCKET_DIR, "/run/containerd//containerd.sock/", "default", "c1"),
+            socket_address(
+                SOCKET_DIR,
+                "/run/containerd//containerd.sock/",
+                "default",
+                "c1"
+            ),
             format!("unix:///run/containerd/s/{want}")
         );
     }
@@ -84,8 +108,12 @@ mod tests {
     #[test]
     fn clean_like_go() {
         for (input, want) in [
-            ("/a/b/../c", "/a/c"), ("a//b/./c/", "a/b/c"), ("/../a", "/a"), ("", "."),
-            ("../../x", "../../x"), ("/", "/"),
+            ("/a/b/../c", "/a/c"),
+            ("a//b/./c/", "a/b/c"),
+            ("/../a", "/a"),
+            ("", "."),
+            ("../../x", "../../x"),
+            ("/", "/"),
         ] {
             assert_eq!(go_clean(input), want, "clean({input:?})");
         }
@@ -101,8 +129,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(group_id(dir.path(), "c1"), "grp");
-        std::fs::write(dir.path().join("config.json"), r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}"#)
-            .unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod"}}"#,
+        )
+        .unwrap();
         assert_eq!(group_id(dir.path(), "c1"), "pod");
     }
 }

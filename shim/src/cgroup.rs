@@ -18,7 +18,9 @@ pub fn procs_files(root: &Path, cgroup_path: &str) -> Vec<PathBuf> {
     if is_unified(root) {
         return vec![root.join(relative).join("cgroup.procs")];
     }
-    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
         // Co-mounted controllers appear as symlinks (cpu -> cpu,cpuacct): follow only real dirs.
@@ -33,7 +35,9 @@ pub fn procs_files(root: &Path, cgroup_path: &str) -> Vec<PathBuf> {
 pub fn add_process(cgroup_path: &str, pid: i32) -> Result<()> {
     let files = procs_files(Path::new(CGROUP_ROOT), cgroup_path);
     if files.is_empty() {
-        return Err(Error::NotFound(format!("shim cgroup {cgroup_path} does not exist")));
+        return Err(Error::NotFound(format!(
+            "shim cgroup {cgroup_path} does not exist"
+        )));
     }
     for file in files {
         std::fs::write(&file, pid.to_string())
@@ -57,14 +61,27 @@ mod tests {
         }
         std::os::unix::fs::symlink("cpu,cpuacct", root.path().join("cpu")).unwrap();
         let files = procs_files(root.path(), "/shim");
-        let names: Vec<String> = files.iter().map(|f| f.strip_prefix(root.path()).unwrap().display().to_string()).collect();
-        assert_eq!(names, ["cpu,cpuacct/shim/cgroup.procs", "memory/shim/cgroup.procs", "pids/shim/cgroup.procs"]);
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.strip_prefix(root.path()).unwrap().display().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cpu,cpuacct/shim/cgroup.procs",
+                "memory/shim/cgroup.procs",
+                "pids/shim/cgroup.procs"
+            ]
+        );
     }
 
     #[test]
     fn unified_hierarchy() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("cgroup.controllers"), "cpu memory").unwrap();
-        assert_eq!(procs_files(root.path(), "system.slice/shim"), [root.path().join("system.slice/shim/cgroup.procs")]);
+        assert_eq!(
+            procs_files(root.path(), "system.slice/shim"),
+            [root.path().join("system.slice/shim/cgroup.procs")]
+        );
     }
 }

@@ -110,7 +110,10 @@ impl Container {
             shared,
         });
         if let Err(e) = container.run_create(&req).await {
-            let _ = container.runc.delete(&container.id, true, deadline::DELETE).await;
+            let _ = container
+                .runc
+                .delete(&container.id, true, deadline::DELETE)
+                .await;
             if container.has_mounts {
                 let _ = rootfs::unmount_all(&rootfs);
             }
@@ -168,14 +171,18 @@ impl Container {
         let master = match &console {
             Some(console) => {
                 let (created, master) = tokio::join!(
-                    self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE),
+                    self.runc
+                        .create(&self.id, &self.bundle, opts, deadline::CREATE),
                     console.receive(deadline::CONSOLE)
                 );
                 created.map_err(|e| Error::runtime("create", e))?;
                 Some(master?)
             }
             None => {
-                self.runc.create(&self.id, &self.bundle, opts, deadline::CREATE).await.map_err(|e| Error::runtime("create", e))?;
+                self.runc
+                    .create(&self.id, &self.bundle, opts, deadline::CREATE)
+                    .await
+                    .map_err(|e| Error::runtime("create", e))?;
                 None
             }
         };
@@ -195,11 +202,18 @@ impl Container {
             .unwrap_or_else(|p| p.into_inner())
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id} not found in container {}", self.id)))
+            .ok_or_else(|| {
+                Error::NotFound(format!("exec {exec_id} not found in container {}", self.id))
+            })
     }
 
     pub fn exec_processes(&self) -> Vec<Arc<Process>> {
-        self.execs.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub async fn start(self: &Arc<Self>, exec_id: &str) -> Result<u32> {
@@ -221,27 +235,51 @@ impl Container {
         }
         // The init may already have exited (and be Stopped): that is not an error of Start.
         let _ = init.transition(Status::Running);
-        self.shared.publisher.publish(TaskStart { container_id: self.id.clone(), pid: init.pid(), ..Default::default() });
+        self.shared.publisher.publish(TaskStart {
+            container_id: self.id.clone(),
+            pid: init.pid(),
+            ..Default::default()
+        });
         init.open_start_gate();
         Ok(init.pid())
     }
 
-    pub fn add_exec(&self, exec_id: &str, stdio: StdioConfig, spec: oci_spec::runtime::Process) -> Result<()> {
+    pub fn add_exec(
+        &self,
+        exec_id: &str,
+        stdio: StdioConfig,
+        spec: oci_spec::runtime::Process,
+    ) -> Result<()> {
         match self.init.status() {
             Status::Stopped | Status::Deleted => {
-                return Err(Error::FailedPrecondition("cannot exec in a stopped state".into()))
+                return Err(Error::FailedPrecondition(
+                    "cannot exec in a stopped state".into(),
+                ))
             }
-            Status::Paused => return Err(Error::FailedPrecondition("cannot exec in a paused state".into())),
+            Status::Paused => {
+                return Err(Error::FailedPrecondition(
+                    "cannot exec in a paused state".into(),
+                ))
+            }
             Status::Created | Status::Running => {}
         }
         {
             let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
             if execs.contains_key(exec_id) {
-                return Err(Error::AlreadyExists(format!("exec {exec_id} already exists in container {}", self.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "exec {exec_id} already exists in container {}",
+                    self.id
+                )));
             }
-            execs.insert(exec_id.to_string(), Arc::new(Process::new(&self.id, Some(exec_id), stdio)));
+            execs.insert(
+                exec_id.to_string(),
+                Arc::new(Process::new(&self.id, Some(exec_id), stdio)),
+            );
         }
-        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).insert(exec_id.to_string(), spec);
+        self.exec_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(exec_id.to_string(), spec);
         self.shared.publisher.publish(TaskExecAdded {
             container_id: self.id.clone(),
             exec_id: exec_id.to_string(),
@@ -265,15 +303,24 @@ impl Container {
             .unwrap_or_else(|p| p.into_inner())
             .get(exec_id)
             .cloned()
-            .ok_or_else(|| Error::FailedPrecondition(format!("exec {exec_id} has no process spec")))?;
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!("exec {exec_id} has no process spec"))
+            })?;
         let result = self.run_exec(&exec, &spec).await;
         exec.open_start_gate();
         let pid = result?;
-        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
+        self.exec_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id);
         Ok(pid)
     }
 
-    async fn run_exec(self: &Arc<Self>, exec: &Arc<Process>, spec: &oci_spec::runtime::Process) -> Result<u32> {
+    async fn run_exec(
+        self: &Arc<Self>,
+        exec: &Arc<Process>,
+        spec: &oci_spec::runtime::Process,
+    ) -> Result<u32> {
         let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner, true)?;
         let console = if exec.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
@@ -298,7 +345,10 @@ impl Container {
                 Some(master?)
             }
             None => {
-                self.runc.exec(&self.id, spec, opts, deadline::EXEC).await.map_err(|e| Error::runtime("exec", e))?;
+                self.runc
+                    .exec(&self.id, spec, opts, deadline::EXEC)
+                    .await
+                    .map_err(|e| Error::runtime("exec", e))?;
                 None
             }
         };
@@ -321,32 +371,51 @@ impl Container {
     pub async fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         let process = self.process(exec_id)?;
         match process.status() {
-            Status::Deleted => return Err(Error::NotFound(format!("process {} was deleted", process.id))),
+            Status::Deleted => {
+                return Err(Error::NotFound(format!(
+                    "process {} was deleted",
+                    process.id
+                )))
+            }
             Status::Stopped => return Err(Error::NotFound("process already finished".into())),
             _ => {}
         }
         if process.is_init() {
-            return self.runc.kill(&self.id, signal, all, deadline::KILL).await.map_err(|e| {
-                let text = e.to_string();
-                if ["not running", "no such process", "already finished", "does not exist"]
+            return self
+                .runc
+                .kill(&self.id, signal, all, deadline::KILL)
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if [
+                        "not running",
+                        "no such process",
+                        "already finished",
+                        "does not exist",
+                    ]
                     .iter()
                     .any(|s| text.contains(s))
-                {
-                    Error::NotFound("process already finished".into())
-                } else {
-                    e.into()
-                }
-            });
+                    {
+                        Error::NotFound("process already finished".into())
+                    } else {
+                        e.into()
+                    }
+                });
         }
         let pid = process.pid();
         if pid == 0 {
-            return Err(Error::FailedPrecondition(format!("exec {} has not been started", process.id)));
+            return Err(Error::FailedPrecondition(format!(
+                "exec {} has not been started",
+                process.id
+            )));
         }
         let sig = nix::sys::signal::Signal::try_from(signal as i32)
             .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
         match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ESRCH) => Err(Error::NotFound("process already finished".into())),
+            Err(nix::errno::Errno::ESRCH) => {
+                Err(Error::NotFound("process already finished".into()))
+            }
             Err(e) => Err(Error::Internal(format!("kill exec {}: {e}", process.id))),
         }
     }
@@ -360,8 +429,14 @@ impl Container {
             io.drain_and_close(deadline::DRAIN).await;
         }
         exec.transition(Status::Deleted)?;
-        self.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
-        self.exec_specs.lock().unwrap_or_else(|p| p.into_inner()).remove(exec_id);
+        self.execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id);
+        self.exec_specs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id);
         Ok((exec.pid(), exec.exit()))
     }
 
@@ -372,7 +447,11 @@ impl Container {
         init.check_transition(Status::Deleted)?;
         let never_started = init.status() == Status::Created;
         init.open_start_gate();
-        match self.runc.delete(&self.id, never_started, deadline::DELETE).await {
+        match self
+            .runc
+            .delete(&self.id, never_started, deadline::DELETE)
+            .await
+        {
             Ok(()) => {}
             Err(e) if e.to_string().contains("does not exist") => {}
             Err(e) => return Err(e.into()),
@@ -404,7 +483,10 @@ impl Container {
         self.init.check_transition(Status::Paused)?;
         self.runc.pause(&self.id, deadline::PAUSE).await?;
         self.init.transition(Status::Paused)?;
-        self.shared.publisher.publish(TaskPaused { container_id: self.id.clone(), ..Default::default() });
+        self.shared.publisher.publish(TaskPaused {
+            container_id: self.id.clone(),
+            ..Default::default()
+        });
         Ok(())
     }
 
@@ -422,7 +504,10 @@ impl Container {
         }
         self.runc.resume(&self.id, deadline::PAUSE).await?;
         let _ = self.init.transition(Status::Running);
-        self.shared.publisher.publish(TaskResumed { container_id: self.id.clone(), ..Default::default() });
+        self.shared.publisher.publish(TaskResumed {
+            container_id: self.id.clone(),
+            ..Default::default()
+        });
         Ok(())
     }
 
@@ -434,9 +519,18 @@ impl Container {
         let _op = self.ops.lock().await;
         match self.init.status() {
             Status::Created | Status::Running | Status::Paused => {}
-            s => return Err(Error::FailedPrecondition(format!("cannot update a {} container {}", s.name(), self.id))),
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot update a {} container {}",
+                    s.name(),
+                    self.id
+                )))
+            }
         }
-        Ok(self.runc.update(&self.id, resources, deadline::UPDATE).await?)
+        Ok(self
+            .runc
+            .update(&self.id, resources, deadline::UPDATE)
+            .await?)
     }
 
     /// Finishes a process's exit: for the init, kill the rest of the container when it has no
@@ -445,7 +539,11 @@ impl Container {
     async fn finish_exit(self: Arc<Self>, process: Arc<Process>) {
         if process.is_init() {
             if !self.private_pid_ns {
-                if let Err(e) = self.runc.kill(&self.id, libc::SIGKILL as u32, true, deadline::KILL).await {
+                if let Err(e) = self
+                    .runc
+                    .kill(&self.id, libc::SIGKILL as u32, true, deadline::KILL)
+                    .await
+                {
                     log::debug!("kill remaining processes of {}: {e}", self.id);
                 }
             }
@@ -458,7 +556,10 @@ impl Container {
             }
         }
         process.start_gate_opened().await;
-        let exit = process.exit().unwrap_or(ExitInfo { status: 255, at: SystemTime::now() });
+        let exit = process.exit().unwrap_or(ExitInfo {
+            status: 255,
+            at: SystemTime::now(),
+        });
         self.shared.publisher.publish(TaskExit {
             container_id: self.id.clone(),
             id: process.id.clone(),
@@ -481,7 +582,12 @@ impl ExitHandler for Container {
         };
         let Some(process) = process else { return };
         if process.record_exit(exit.status as u32, exit.timestamp) {
-            log::debug!("process {} of {} (pid {pid}) exited with {}", process.id, self.id, exit.status);
+            log::debug!(
+                "process {} of {} (pid {pid}) exited with {}",
+                process.id,
+                self.id,
+                exit.status
+            );
             tokio::spawn(self.finish_exit(process));
         }
     }
@@ -490,10 +596,13 @@ impl ExitHandler for Container {
 fn read_spec(bundle: &Path) -> Result<serde_json::Value> {
     let path = bundle.join("config.json");
     let data = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::InvalidArgument(format!("bundle {} has no config.json", bundle.display())),
+        std::io::ErrorKind::NotFound => {
+            Error::InvalidArgument(format!("bundle {} has no config.json", bundle.display()))
+        }
         _ => Error::io(format!("read {}", path.display()), e),
     })?;
-    serde_json::from_slice(&data).map_err(|e| Error::InvalidArgument(format!("invalid {}: {e}", path.display())))
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::InvalidArgument(format!("invalid {}: {e}", path.display())))
 }
 
 /// Without a pid namespace of its own, the init's death does not kill the rest of the
@@ -501,15 +610,22 @@ fn read_spec(bundle: &Path) -> Result<serde_json::Value> {
 fn has_private_pid_namespace(spec: &serde_json::Value) -> bool {
     spec["linux"]["namespaces"]
         .as_array()
-        .map(|nss| nss.iter().any(|ns| ns["type"] == "pid" && ns["path"].as_str().unwrap_or("").is_empty()))
+        .map(|nss| {
+            nss.iter()
+                .any(|ns| ns["type"] == "pid" && ns["path"].as_str().unwrap_or("").is_empty())
+        })
         .unwrap_or(false)
 }
 
 fn read_pid_file(path: &Path) -> Result<i32> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
-    text.trim()
-        .parse()
-        .map_err(|_| Error::Internal(format!("pid file {} holds {text:?}, not a pid", path.display())))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
+    text.trim().parse().map_err(|_| {
+        Error::Internal(format!(
+            "pid file {} holds {text:?}, not a pid",
+            path.display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -518,7 +634,8 @@ mod tests {
 
     #[test]
     fn private_pid_namespace_detection() {
-        let own = serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}});
+        let own =
+            serde_json::json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "pid"}]}});
         let shared = serde_json::json!({"linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}});
         let none = serde_json::json!({"linux": {"namespaces": [{"type": "mount"}]}});
         assert!(has_private_pid_namespace(&own));

@@ -28,7 +28,12 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     // reap them and report their exits.
     nix::sys::prctl::set_child_subreaper(true)?;
     // A FIFO whose reader went away must give EPIPE, not kill the shim.
-    unsafe { nix::sys::signal::signal(nix::sys::signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn)? };
+    unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigIgn,
+        )?
+    };
     let listener = server::listener(&flags.socket)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,7 +51,9 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
 async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> anyhow::Result<()> {
     let reaper: Arc<dyn ExitMonitor> = Reaper::start();
     let (exits, _router) = ExitRouter::start(reaper.as_ref());
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS").ok().filter(|a| !a.is_empty());
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS")
+        .ok()
+        .filter(|a| !a.is_empty());
     let (publisher, publisher_task) = Publisher::start(ttrpc_address, flags.namespace.clone());
     let svc = Arc::new(TaskService::new(Shared {
         namespace: flags.namespace.clone(),
@@ -56,7 +63,12 @@ async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> any
     }));
     let mut server = server::serve(listener, &svc).await?;
     signal_ready();
-    log::info!("shim {} serving (namespace {}, pid {})", flags.id, flags.namespace, std::process::id());
+    log::info!(
+        "shim {} serving (namespace {}, pid {})",
+        flags.id,
+        flags.namespace,
+        std::process::id()
+    );
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -84,7 +96,12 @@ async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> any
 
 /// Tells `start` (waiting on fd 4) that we serve.
 fn signal_ready() {
-    let Some(fd) = std::env::var(READY_ENV).ok().and_then(|v| v.parse::<i32>().ok()) else { return };
+    let Some(fd) = std::env::var(READY_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
     std::env::remove_var(READY_ENV);
     // SAFETY: `start` passed us this pipe's write end; nothing else uses the fd.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
@@ -93,7 +110,11 @@ fn signal_ready() {
 
 fn remove_socket(flags: &Flags) {
     let path = if !flags.socket.is_empty() {
-        flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket).to_string()
+        flags
+            .socket
+            .strip_prefix("unix://")
+            .unwrap_or(&flags.socket)
+            .to_string()
     } else if let Ok(address) = std::fs::read_to_string("address") {
         crate::address::socket_path(address.trim()).to_string()
     } else {

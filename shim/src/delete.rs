@@ -20,7 +20,11 @@ const RUNC_DELETE_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(flags: &Flags) -> anyhow::Result<Vec<u8>> {
     let cwd = std::env::current_dir()?;
     // containerd runs `delete` from the bundle of the container (or `-bundle`).
-    let bundle = if flags.bundle.is_empty() { cwd.parent().unwrap_or(&cwd).join(&flags.id) } else { flags.bundle.clone().into() };
+    let bundle = if flags.bundle.is_empty() {
+        cwd.parent().unwrap_or(&cwd).join(&flags.id)
+    } else {
+        flags.bundle.clone().into()
+    };
     let options = RuncOptions::load(&bundle).unwrap_or_default();
     runc_delete(flags, &bundle, &options)?;
     if let Err(e) = rootfs::cleanup(&bundle) {
@@ -42,7 +46,9 @@ pub fn run(flags: &Flags) -> anyhow::Result<Vec<u8>> {
 
 /// The dead shim's socket, unless a live shim (of the same pod) still answers on it.
 fn remove_dead_socket(bundle: &Path) {
-    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else { return };
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
     let path = crate::address::socket_path(address.trim());
     if std::os::unix::net::UnixStream::connect(path).is_err() {
         let _ = std::fs::remove_file(path);
@@ -50,7 +56,9 @@ fn remove_dead_socket(bundle: &Path) {
 }
 
 fn runc_delete(flags: &Flags, bundle: &Path, options: &RuncOptions) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let monitor: std::sync::Arc<dyn ExitMonitor> = Reaper::start();
         let runc = Runc::new(

@@ -27,16 +27,26 @@ pub enum Error {
     /// runc failed starting a process; worded as containerd's Go shim words it
     /// ("OCI runtime create failed: ...") because users and tools match on it.
     #[error("OCI runtime {op} failed: {message}")]
-    Runtime { op: &'static str, message: String, timed_out: bool },
+    Runtime {
+        op: &'static str,
+        message: String,
+        timed_out: bool,
+    },
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// A runc failure of a process-starting operation (create, start, exec).
@@ -46,7 +56,11 @@ impl Error {
             runc_wrapper::Error::Failed { message, .. } => message,
             other => other.to_string(),
         };
-        Error::Runtime { op, message, timed_out }
+        Error::Runtime {
+            op,
+            message,
+            timed_out,
+        }
     }
 
     pub fn code(&self) -> Code {
@@ -60,7 +74,9 @@ impl Error {
             Error::Unimplemented(_) => Code::UNIMPLEMENTED,
             Error::Unavailable(_) => Code::UNAVAILABLE,
             Error::Runc(runc_wrapper::Error::Timeout { .. }) => Code::DEADLINE_EXCEEDED,
-            Error::Runtime { timed_out: true, .. } => Code::DEADLINE_EXCEEDED,
+            Error::Runtime {
+                timed_out: true, ..
+            } => Code::DEADLINE_EXCEEDED,
             Error::Runtime { .. } => Code::UNKNOWN,
             // containerd's Go shim returns runc failures as plain errors (UNKNOWN on the wire),
             // carrying runc's own message.
@@ -83,8 +99,14 @@ mod tests {
     #[test]
     fn codes_are_chosen_deliberately() {
         assert_eq!(Error::NotFound("x".into()).code(), Code::NOT_FOUND);
-        assert_eq!(Error::AlreadyExists("x".into()).code(), Code::ALREADY_EXISTS);
-        let timeout = runc_wrapper::Error::Timeout { command: "runc start".into(), after: Duration::from_secs(1) };
+        assert_eq!(
+            Error::AlreadyExists("x".into()).code(),
+            Code::ALREADY_EXISTS
+        );
+        let timeout = runc_wrapper::Error::Timeout {
+            command: "runc start".into(),
+            after: Duration::from_secs(1),
+        };
         assert_eq!(Error::from(timeout).code(), Code::DEADLINE_EXCEEDED);
         match ttrpc::Error::from(Error::FailedPrecondition("paused".into())) {
             ttrpc::Error::RpcStatus(s) => {
@@ -93,9 +115,16 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
-        let failed = runc_wrapper::Error::Failed { command: "runc create".into(), status: 1, message: "exec: \"sh\": not found".into() };
+        let failed = runc_wrapper::Error::Failed {
+            command: "runc create".into(),
+            status: 1,
+            message: "exec: \"sh\": not found".into(),
+        };
         let e = Error::runtime("create", failed);
-        assert_eq!(e.to_string(), "OCI runtime create failed: exec: \"sh\": not found");
+        assert_eq!(
+            e.to_string(),
+            "OCI runtime create failed: exec: \"sh\": not found"
+        );
         assert_eq!(e.code(), Code::UNKNOWN);
     }
 }

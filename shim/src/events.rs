@@ -77,16 +77,30 @@ impl Publisher {
     pub fn start(ttrpc_address: Option<String>, namespace: String) -> (Publisher, PublisherTask) {
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let handle = tokio::spawn(forward_loop(ttrpc_address, rx));
-        (Publisher { namespace, tx, overflowed: Arc::new(AtomicU64::new(0)) }, PublisherTask { handle })
+        (
+            Publisher {
+                namespace,
+                tx,
+                overflowed: Arc::new(AtomicU64::new(0)),
+            },
+            PublisherTask { handle },
+        )
     }
 
     /// Queues an event. Never blocks: a full queue drops the event and counts it.
     pub fn publish<E: Topic>(&self, event: E) {
         let request = envelope(&self.namespace, E::TOPIC, &event, SystemTime::now());
-        log::debug!("publish {} {}", E::TOPIC, containerd_shim_protos::protobuf::text_format::print_to_string(&event));
+        log::debug!(
+            "publish {} {}",
+            E::TOPIC,
+            containerd_shim_protos::protobuf::text_format::print_to_string(&event)
+        );
         if self.tx.try_send(Item::Event(request)).is_err() {
             let n = self.overflowed.fetch_add(1, Ordering::Relaxed) + 1;
-            log::error!("event queue full ({QUEUE_LIMIT}): dropped {} (total dropped: {n})", E::TOPIC);
+            log::error!(
+                "event queue full ({QUEUE_LIMIT}): dropped {} (total dropped: {n})",
+                E::TOPIC
+            );
         }
     }
 
@@ -106,7 +120,12 @@ impl PublisherTask {
     }
 }
 
-fn envelope(namespace: &str, topic: &str, event: &dyn MessageDyn, at: SystemTime) -> ForwardRequest {
+fn envelope(
+    namespace: &str,
+    topic: &str,
+    event: &dyn MessageDyn,
+    at: SystemTime,
+) -> ForwardRequest {
     // containerd resolves the payload by the message's full protobuf name
     // (e.g. "containerd.events.TaskExit").
     let any = Any {
@@ -121,12 +140,19 @@ fn envelope(namespace: &str, topic: &str, event: &dyn MessageDyn, at: SystemTime
         event: MessageField::some(any),
         ..Default::default()
     };
-    ForwardRequest { envelope: MessageField::some(envelope), ..Default::default() }
+    ForwardRequest {
+        envelope: MessageField::some(envelope),
+        ..Default::default()
+    }
 }
 
 pub fn timestamp(t: SystemTime) -> Timestamp {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32, ..Default::default() }
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+        ..Default::default()
+    }
 }
 
 async fn forward_loop(address: Option<String>, mut rx: mpsc::Receiver<Item>) {
@@ -145,8 +171,11 @@ async fn forward_loop(address: Option<String>, mut rx: mpsc::Receiver<Item>) {
         let mut backoff = BACKOFF_MIN;
         let mut attempts = 0u32;
         loop {
-            let result: ttrpc_client::Result<containerd_shim_protos::protobuf::well_known_types::empty::Empty> =
-                client.call(EVENTS_SERVICE, "Forward", &request, &opts).await;
+            let result: ttrpc_client::Result<
+                containerd_shim_protos::protobuf::well_known_types::empty::Empty,
+            > = client
+                .call(EVENTS_SERVICE, "Forward", &request, &opts)
+                .await;
             match result {
                 Ok(_) => break,
                 Err(e) => {
@@ -172,7 +201,13 @@ mod tests {
 
     #[test]
     fn envelope_names_the_event_type() {
-        let exit = TaskExit { container_id: "c".into(), id: "c".into(), pid: 42, exit_status: 137, ..Default::default() };
+        let exit = TaskExit {
+            container_id: "c".into(),
+            id: "c".into(),
+            pid: 42,
+            exit_status: 137,
+            ..Default::default()
+        };
         let req = envelope("ns", TaskExit::TOPIC, &exit, SystemTime::UNIX_EPOCH);
         let env = req.envelope.as_ref().unwrap();
         assert_eq!(env.topic, "/tasks/exit");

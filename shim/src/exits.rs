@@ -38,7 +38,11 @@ impl ExitRouter {
     }
 
     fn dispatch(&self, exit: Exit) {
-        let owner = self.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&exit.pid);
+        let owner = self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&exit.pid);
         if let Some(owner) = owner.and_then(|w| w.upgrade()) {
             owner.on_exit(exit);
         }
@@ -46,11 +50,17 @@ impl ExitRouter {
 
     /// Routes `pid`'s exit to `owner`, including an exit already seen by `early`.
     pub fn register(&self, pid: i32, owner: Arc<dyn ExitHandler>, early: EarlyExits) {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, Arc::downgrade(&owner));
+        self.owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pid, Arc::downgrade(&owner));
         let mut sub = early.0;
         while let Some(exit) = sub.try_recv() {
             if exit.pid == pid {
-                self.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(&pid);
+                self.owners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&pid);
                 owner.on_exit(exit);
                 return;
             }

@@ -44,7 +44,14 @@ impl fmt::Display for FlagError {
 impl std::error::Error for FlagError {}
 
 const BOOL_FLAGS: &[&str] = &["debug", "v", "version", "info"];
-const VALUE_FLAGS: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket"];
+const VALUE_FLAGS: &[&str] = &[
+    "namespace",
+    "id",
+    "address",
+    "publish-binary",
+    "bundle",
+    "socket",
+];
 
 impl Flags {
     /// Parses the arguments after the program name.
@@ -149,8 +156,16 @@ mod tests {
     #[test]
     fn containerd_start_command_line() {
         let f = parse(&[
-            "-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
-            "-publish-binary", "/usr/bin/containerd", "-id", "abc", "-debug", "start",
+            "-namespace",
+            "k8s.io",
+            "-address",
+            "/run/containerd/containerd.sock",
+            "-publish-binary",
+            "/usr/bin/containerd",
+            "-id",
+            "abc",
+            "-debug",
+            "start",
         ])
         .unwrap();
         assert_eq!(f.namespace, "k8s.io");
@@ -163,9 +178,18 @@ mod tests {
 
     #[test]
     fn equals_form_and_double_dash() {
-        let f = parse(&["--namespace=default", "-id=x", "-bundle=/b", "-debug=false", "delete"])
-            .unwrap();
-        assert_eq!((f.namespace.as_str(), f.id.as_str(), f.bundle.as_str()), ("default", "x", "/b"));
+        let f = parse(&[
+            "--namespace=default",
+            "-id=x",
+            "-bundle=/b",
+            "-debug=false",
+            "delete",
+        ])
+        .unwrap();
+        assert_eq!(
+            (f.namespace.as_str(), f.id.as_str(), f.bundle.as_str()),
+            ("default", "x", "/b")
+        );
         assert!(!f.debug);
         assert_eq!(f.action, Action::Delete);
     }
@@ -186,10 +210,25 @@ mod tests {
 
     #[test]
     fn errors_are_clear() {
-        assert_eq!(parse(&["-id", "x"]).unwrap_err().to_string(), "shim namespace cannot be empty");
-        assert!(parse(&["-namespace"]).unwrap_err().to_string().contains("needs an argument"));
-        assert!(parse(&["-bogus"]).unwrap_err().to_string().contains("not defined: -bogus"));
-        assert!(parse(&["-namespace", "n", "frobnicate"]).unwrap_err().to_string().contains("unknown action"));
-        assert!(parse(&["-debug=maybe"]).unwrap_err().to_string().contains("invalid boolean"));
+        assert_eq!(
+            parse(&["-id", "x"]).unwrap_err().to_string(),
+            "shim namespace cannot be empty"
+        );
+        assert!(parse(&["-namespace"])
+            .unwrap_err()
+            .to_string()
+            .contains("needs an argument"));
+        assert!(parse(&["-bogus"])
+            .unwrap_err()
+            .to_string()
+            .contains("not defined: -bogus"));
+        assert!(parse(&["-namespace", "n", "frobnicate"])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown action"));
+        assert!(parse(&["-debug=maybe"])
+            .unwrap_err()
+            .to_string()
+            .contains("invalid boolean"));
     }
 }

@@ -32,18 +32,31 @@ impl FifoLogger {
             Some(f) => Sink::Fifo(f),
             None => Sink::Stderr,
         };
-        let logger = FifoLogger { out: Mutex::new(sink), dropped: AtomicU64::new(0) };
+        let logger = FifoLogger {
+            out: Mutex::new(sink),
+            dropped: AtomicU64::new(0),
+        };
         Self::set(logger, debug);
     }
 
     /// Logs to stderr (the `start` and `delete` actions: containerd captures their stderr).
     pub fn install_stderr(debug: bool) {
-        Self::set(FifoLogger { out: Mutex::new(Sink::Stderr), dropped: AtomicU64::new(0) }, debug);
+        Self::set(
+            FifoLogger {
+                out: Mutex::new(Sink::Stderr),
+                dropped: AtomicU64::new(0),
+            },
+            debug,
+        );
     }
 
     fn set(logger: FifoLogger, debug: bool) {
         if log::set_boxed_logger(Box::new(logger)).is_ok() {
-            log::set_max_level(if debug { LevelFilter::Debug } else { LevelFilter::Info });
+            log::set_max_level(if debug {
+                LevelFilter::Debug
+            } else {
+                LevelFilter::Info
+            });
         }
     }
 }
@@ -51,8 +64,10 @@ impl FifoLogger {
 fn open_fifo(path: &Path) -> Option<File> {
     // O_WRONLY|O_NONBLOCK fails with ENXIO when containerd has no reader open; never block on
     // the open. Falling back to O_RDWR keeps the FIFO usable for a containerd that comes back.
-    let write_only =
-        OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path);
+    let write_only = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
     match write_only {
         Ok(f) => Some(f),
         Err(_) => OpenOptions::new()
@@ -149,7 +164,10 @@ mod tests {
     fn timestamp_is_rfc3339_nano_utc() {
         let t = SystemTime::UNIX_EPOCH + Duration::new(1_795_000_000, 5);
         assert_eq!(rfc3339_nano(t), "2026-11-18T11:06:40.000000005Z");
-        assert_eq!(rfc3339_nano(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_nano(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
     }
 
     #[test]

@@ -14,7 +14,12 @@ fn main() -> ExitCode {
     };
     let result = match flags.action {
         Action::Version => {
-            println!("{}:\n  Version:  {}\n  Revision: {}", rshim::NAME, rshim::VERSION, option_env!("RSHIM_REVISION").unwrap_or("unknown"));
+            println!(
+                "{}:\n  Version:  {}\n  Revision: {}",
+                rshim::NAME,
+                rshim::VERSION,
+                option_env!("RSHIM_REVISION").unwrap_or("unknown")
+            );
             Ok(())
         }
         Action::Info => Err(anyhow::anyhow!("-info is not implemented yet")),

@@ -102,29 +102,40 @@ impl RuncOptions {
     /// The runc options as TOML, with the field names containerd's config uses
     /// (`BinaryName`, `SystemdCgroup`, ...) or their snake_case forms.
     pub fn from_toml(text: &str) -> Result<RuncOptions> {
-        let table: toml::Table =
-            text.parse().map_err(|e| Error::InvalidArgument(format!("runtime options TOML: {e}")))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("runtime options TOML: {e}")))?;
         let get = |pascal: &str, snake: &str| table.get(pascal).or_else(|| table.get(snake));
         let string = |pascal: &str, snake: &str| -> Result<String> {
             match get(pascal, snake) {
                 None => Ok(String::new()),
                 Some(toml::Value::String(s)) => Ok(s.clone()),
-                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a string, not a {}", v.type_str()))),
+                Some(v) => Err(Error::InvalidArgument(format!(
+                    "runtime option {pascal} must be a string, not a {}",
+                    v.type_str()
+                ))),
             }
         };
         let boolean = |pascal: &str, snake: &str| -> Result<bool> {
             match get(pascal, snake) {
                 None => Ok(false),
                 Some(toml::Value::Boolean(b)) => Ok(*b),
-                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a boolean, not a {}", v.type_str()))),
+                Some(v) => Err(Error::InvalidArgument(format!(
+                    "runtime option {pascal} must be a boolean, not a {}",
+                    v.type_str()
+                ))),
             }
         };
         let number = |pascal: &str, snake: &str| -> Result<u32> {
             match get(pascal, snake) {
                 None => Ok(0),
-                Some(toml::Value::Integer(n)) => u32::try_from(*n)
-                    .map_err(|_| Error::InvalidArgument(format!("runtime option {pascal} out of range: {n}"))),
-                Some(v) => Err(Error::InvalidArgument(format!("runtime option {pascal} must be a number, not a {}", v.type_str()))),
+                Some(toml::Value::Integer(n)) => u32::try_from(*n).map_err(|_| {
+                    Error::InvalidArgument(format!("runtime option {pascal} out of range: {n}"))
+                }),
+                Some(v) => Err(Error::InvalidArgument(format!(
+                    "runtime option {pascal} must be a number, not a {}",
+                    v.type_str()
+                ))),
             }
         };
         Ok(RuncOptions {
@@ -142,12 +153,20 @@ impl RuncOptions {
     }
 
     pub fn binary(&self) -> PathBuf {
-        PathBuf::from(if self.binary_name.is_empty() { "runc" } else { &self.binary_name })
+        PathBuf::from(if self.binary_name.is_empty() {
+            "runc"
+        } else {
+            &self.binary_name
+        })
     }
 
     /// runc's `--root` for a namespace.
     pub fn runc_root(&self, namespace: &str) -> PathBuf {
-        let root = if self.root.is_empty() { DEFAULT_RUNC_ROOT } else { &self.root };
+        let root = if self.root.is_empty() {
+            DEFAULT_RUNC_ROOT
+        } else {
+            &self.root
+        };
         Path::new(root).join(namespace)
     }
 
@@ -157,7 +176,8 @@ impl RuncOptions {
 
     /// Writes `options.json` and `runtime` (the binary name, as the Go shim does for history's sake).
     pub fn save(&self, bundle: &Path) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::Internal(format!("encode options: {e}")))?;
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::Internal(format!("encode options: {e}")))?;
         write_file(&bundle.join(OPTIONS_FILE), &json)?;
         write_file(&bundle.join(RUNTIME_FILE), self.binary_name.as_bytes())
     }
@@ -166,10 +186,18 @@ impl RuncOptions {
     pub fn load(bundle: &Path) -> Result<RuncOptions> {
         let mut opts = match std::fs::read(bundle.join(OPTIONS_FILE)) {
             Ok(data) => serde_json::from_slice(&data).map_err(|e| {
-                Error::InvalidArgument(format!("invalid {}: {e}", bundle.join(OPTIONS_FILE).display()))
+                Error::InvalidArgument(format!(
+                    "invalid {}: {e}",
+                    bundle.join(OPTIONS_FILE).display()
+                ))
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RuncOptions::default(),
-            Err(e) => return Err(Error::io(format!("read {}", bundle.join(OPTIONS_FILE).display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {}", bundle.join(OPTIONS_FILE).display()),
+                    e,
+                ))
+            }
         };
         if opts.binary_name.is_empty() {
             if let Ok(name) = std::fs::read_to_string(bundle.join(RUNTIME_FILE)) {
@@ -182,7 +210,9 @@ impl RuncOptions {
 
 /// `runtimeoptions.v1.Options`: (config_path = 2, config_body = 3); type_url = 1 is ignored.
 fn decode_generic(bytes: &[u8]) -> Result<(String, Vec<u8>)> {
-    let bad = |e: containerd_shim_protos::protobuf::Error| Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: {e}"));
+    let bad = |e: containerd_shim_protos::protobuf::Error| {
+        Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: {e}"))
+    };
     let mut input = containerd_shim_protos::protobuf::CodedInputStream::from_bytes(bytes);
     let (mut path, mut body) = (String::new(), Vec::new());
     const CONFIG_PATH: u32 = (2 << 3) | 2; // field 2, length-delimited
@@ -192,9 +222,16 @@ fn decode_generic(bytes: &[u8]) -> Result<(String, Vec<u8>)> {
             CONFIG_PATH => path = input.read_string().map_err(bad)?,
             CONFIG_BODY => body = input.read_bytes().map_err(bad)?,
             other => input
-                .skip_field(containerd_shim_protos::protobuf::rt::WireType::new(other & 7).ok_or_else(|| {
-                    Error::InvalidArgument(format!("invalid runtimeoptions.v1.Options: wire type {}", other & 7))
-                })?)
+                .skip_field(
+                    containerd_shim_protos::protobuf::rt::WireType::new(other & 7).ok_or_else(
+                        || {
+                            Error::InvalidArgument(format!(
+                                "invalid runtimeoptions.v1.Options: wire type {}",
+                                other & 7
+                            ))
+                        },
+                    )?,
+                )
                 .map_err(bad)?,
         }
     }
@@ -210,7 +247,11 @@ mod tests {
     use super::*;
 
     fn any_of(opts: &RuncOptionsProto) -> Any {
-        Any { type_url: RUNC_OPTIONS_TYPE.into(), value: opts.write_to_bytes().unwrap(), ..Default::default() }
+        Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: opts.write_to_bytes().unwrap(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -231,50 +272,102 @@ mod tests {
     fn defaults_and_errors() {
         let o = RuncOptions::from_any(None).unwrap();
         assert_eq!(o.binary(), PathBuf::from("runc"));
-        assert_eq!(o.runc_root("default"), PathBuf::from("/run/containerd/runc/default"));
-        let bad = Any { type_url: "example.com/Unknown".into(), value: vec![1], ..Default::default() };
-        assert!(matches!(RuncOptions::from_any(Some(&bad)), Err(Error::InvalidArgument(_))));
-        let garbage = Any { type_url: RUNC_OPTIONS_TYPE.into(), value: vec![0xff, 0xff], ..Default::default() };
-        assert!(matches!(RuncOptions::from_any(Some(&garbage)), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            o.runc_root("default"),
+            PathBuf::from("/run/containerd/runc/default")
+        );
+        let bad = Any {
+            type_url: "example.com/Unknown".into(),
+            value: vec![1],
+            ..Default::default()
+        };
+        assert!(matches!(
+            RuncOptions::from_any(Some(&bad)),
+            Err(Error::InvalidArgument(_))
+        ));
+        let garbage = Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: vec![0xff, 0xff],
+            ..Default::default()
+        };
+        assert!(matches!(
+            RuncOptions::from_any(Some(&garbage)),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn generic_options_point_at_a_toml_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("rshim.toml");
-        std::fs::write(&file, "BinaryName = \"/usr/local/bin/crun\"\nSystemdCgroup = true\nio_uid = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "BinaryName = \"/usr/local/bin/crun\"\nSystemdCgroup = true\nio_uid = 7\n",
+        )
+        .unwrap();
         // ctr --runtime-config-path sends field 2 (config_path).
         let path = file.to_string_lossy();
         let mut value = vec![0x12, path.len() as u8];
         value.extend_from_slice(path.as_bytes());
-        let any = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value, ..Default::default() };
+        let any = Any {
+            type_url: GENERIC_OPTIONS_TYPE.into(),
+            value,
+            ..Default::default()
+        };
         let o = RuncOptions::from_any(Some(&any)).unwrap();
-        assert_eq!((o.binary_name.as_str(), o.systemd_cgroup, o.io_uid), ("/usr/local/bin/crun", true, 7));
+        assert_eq!(
+            (o.binary_name.as_str(), o.systemd_cgroup, o.io_uid),
+            ("/usr/local/bin/crun", true, 7)
+        );
         // Field 3: the TOML text itself.
         let body = b"Root = \"/run/r\"";
         let mut value = vec![0x1a, body.len() as u8];
         value.extend_from_slice(body);
-        let any = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value, ..Default::default() };
+        let any = Any {
+            type_url: GENERIC_OPTIONS_TYPE.into(),
+            value,
+            ..Default::default()
+        };
         assert_eq!(RuncOptions::from_any(Some(&any)).unwrap().root, "/run/r");
         // Errors say what is wrong.
         let err = RuncOptions::from_toml("SystemdCgroup = \"yes\"").unwrap_err();
-        assert!(err.to_string().contains("SystemdCgroup must be a boolean"), "{err}");
-        let missing = Any { type_url: GENERIC_OPTIONS_TYPE.into(), value: vec![0x12, 2, b'/', b'x'], ..Default::default() };
-        assert!(matches!(RuncOptions::from_any(Some(&missing)), Err(Error::InvalidArgument(_))));
+        assert!(
+            err.to_string().contains("SystemdCgroup must be a boolean"),
+            "{err}"
+        );
+        let missing = Any {
+            type_url: GENERIC_OPTIONS_TYPE.into(),
+            value: vec![0x12, 2, b'/', b'x'],
+            ..Default::default()
+        };
+        assert!(matches!(
+            RuncOptions::from_any(Some(&missing)),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
     fn save_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let o = RuncOptions { binary_name: "crun".into(), root: "/r".into(), ..Default::default() };
+        let o = RuncOptions {
+            binary_name: "crun".into(),
+            root: "/r".into(),
+            ..Default::default()
+        };
         o.save(dir.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("runtime")).unwrap(), "crun");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("runtime")).unwrap(),
+            "crun"
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join("options.json")).unwrap(),
             r#"{"binary_name":"crun","root":"/r"}"#
         );
         assert_eq!(RuncOptions::load(dir.path()).unwrap(), o);
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(RuncOptions::load(empty.path()).unwrap(), RuncOptions::default());
+        assert_eq!(
+            RuncOptions::load(empty.path()).unwrap(),
+            RuncOptions::default()
+        );
     }
 }

@@ -71,7 +71,11 @@ impl Process {
             container_id: container_id.to_string(),
             exec_id: exec_id.map(str::to_string),
             stdio,
-            state: Mutex::new(State { status: Status::Created, pid: 0, exit: None }),
+            state: Mutex::new(State {
+                status: Status::Created,
+                pid: 0,
+                exit: None,
+            }),
             exit_tx: watch::channel(None).0,
             start_gate: watch::channel(false).0,
             io: Mutex::new(None),
@@ -218,7 +222,13 @@ fn transition_error(id: &str, from: Status, to: Status) -> Error {
         (Status::Paused, Status::Stopped) => "cannot pause a stopped container",
         (Status::Deleted, Status::Running) => "cannot delete a running process",
         (Status::Deleted, Status::Paused) => "cannot delete a paused process",
-        _ => return Error::FailedPrecondition(format!("process {id}: cannot go from {} to {}", from.name(), to.name())),
+        _ => {
+            return Error::FailedPrecondition(format!(
+                "process {id}: cannot go from {} to {}",
+                from.name(),
+                to.name()
+            ))
+        }
     };
     Error::FailedPrecondition(msg.to_string())
 }
@@ -235,20 +245,32 @@ mod tests {
     #[test]
     fn state_machine_refuses_the_impossible() {
         let p = process();
-        assert!(matches!(p.transition(Status::Paused), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            p.transition(Status::Paused),
+            Err(Error::FailedPrecondition(_))
+        ));
         p.transition(Status::Running).unwrap();
         let err = p.check_transition(Status::Deleted).unwrap_err();
         assert_eq!(err.to_string(), "cannot delete a running process");
         p.transition(Status::Paused).unwrap();
         assert!(p.check_transition(Status::Paused).is_err());
-        assert_eq!(p.check_start().unwrap_err().to_string(), "cannot start a paused process");
+        assert_eq!(
+            p.check_start().unwrap_err().to_string(),
+            "cannot start a paused process"
+        );
         p.transition(Status::Running).unwrap();
         assert!(p.record_exit(137, SystemTime::UNIX_EPOCH));
         assert!(!p.record_exit(1, SystemTime::UNIX_EPOCH), "first exit wins");
         assert_eq!(p.exit().unwrap().status, 137);
-        assert!(matches!(p.check_transition(Status::Running), Err(Error::FailedPrecondition(_))));
+        assert!(matches!(
+            p.check_transition(Status::Running),
+            Err(Error::FailedPrecondition(_))
+        ));
         p.transition(Status::Deleted).unwrap();
-        assert!(matches!(p.check_transition(Status::Deleted), Err(Error::NotFound(_))));
+        assert!(matches!(
+            p.check_transition(Status::Deleted),
+            Err(Error::NotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -257,7 +279,9 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..100 {
             let p = p.clone();
-            waits.push(tokio::spawn(async move { p.wait().await.map(|e| e.status) }));
+            waits.push(tokio::spawn(
+                async move { p.wait().await.map(|e| e.status) },
+            ));
         }
         // Abandoned waits: started, then dropped.
         for _ in 0..50 {

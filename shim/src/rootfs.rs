@@ -43,7 +43,8 @@ pub fn mount_all(mounts: &[MountSpec], rootfs: &Path, bundle: &Path) -> Result<(
     if mounts.is_empty() {
         return Ok(());
     }
-    std::fs::create_dir_all(rootfs).map_err(|e| Error::io(format!("create {}", rootfs.display()), e))?;
+    std::fs::create_dir_all(rootfs)
+        .map_err(|e| Error::io(format!("create {}", rootfs.display()), e))?;
     record_namespace(bundle)?;
     for m in mounts {
         if let Err(e) = mount_one(m, rootfs) {
@@ -62,17 +63,32 @@ fn mount_one(m: &MountSpec, rootfs: &Path) -> Result<()> {
     mount(Some(m.source.as_str()), &target, kind, flags, data).map_err(|e| {
         Error::Internal(format!(
             "mount {} {} on {} (options {:?}): {e}",
-            m.kind, m.source, target.display(), m.options
+            m.kind,
+            m.source,
+            target.display(),
+            m.options
         ))
     })?;
     // A bind mount ignores MS_RDONLY on the first call; it needs a remount (as mount(8) does).
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
-        mount(None::<&str>, &target, None::<&str>, flags | MsFlags::MS_REMOUNT, None::<&str>)
-            .map_err(|e| Error::Internal(format!("remount {} read-only: {e}", target.display())))?;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            flags | MsFlags::MS_REMOUNT,
+            None::<&str>,
+        )
+        .map_err(|e| Error::Internal(format!("remount {} read-only: {e}", target.display())))?;
     }
     if !propagation.is_empty() {
-        mount(None::<&str>, &target, None::<&str>, propagation, None::<&str>)
-            .map_err(|e| Error::Internal(format!("set propagation on {}: {e}", target.display())))?;
+        mount(
+            None::<&str>,
+            &target,
+            None::<&str>,
+            propagation,
+            None::<&str>,
+        )
+        .map_err(|e| Error::Internal(format!("set propagation on {}: {e}", target.display())))?;
     }
     Ok(())
 }
@@ -87,7 +103,11 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                MsFlags::empty(),
+                MsFlags::empty(),
+            ),
             "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty(), MsFlags::empty()),
             "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID, MsFlags::empty()),
             "nodev" => (MsFlags::MS_NODEV, MsFlags::empty(), MsFlags::empty()),
@@ -102,11 +122,23 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
             "remount" => (MsFlags::MS_REMOUNT, MsFlags::empty(), MsFlags::empty()),
             "defaults" | "async" | "auto" => (MsFlags::empty(), MsFlags::empty(), MsFlags::empty()),
             "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "rprivate" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            ),
             "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "rshared" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+            ),
             "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "rslave" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            ),
             other => {
                 data.push(other);
                 continue;
@@ -119,12 +151,15 @@ pub fn parse_options(options: &[String]) -> (MsFlags, MsFlags, String) {
 }
 
 fn mnt_ns_inode(pid: &str) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/mnt")).ok().map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|m| m.ino())
 }
 
 fn record_namespace(bundle: &Path) -> Result<()> {
     let record = NamespaceRecord {
-        inode: mnt_ns_inode("self").ok_or_else(|| Error::Internal("cannot read /proc/self/ns/mnt".into()))?,
+        inode: mnt_ns_inode("self")
+            .ok_or_else(|| Error::Internal("cannot read /proc/self/ns/mnt".into()))?,
         pid: std::process::id() as i32,
     };
     let path = bundle.join(NAMESPACE_RECORD);
@@ -151,7 +186,10 @@ pub fn unmount_all(path: &Path) -> Result<()> {
             Err(e) => return Err(Error::Internal(format!("unmount {}: {e}", path.display()))),
         }
     }
-    Err(Error::Internal(format!("unmount {}: still mounted after 64 unmounts", path.display())))
+    Err(Error::Internal(format!(
+        "unmount {}: still mounted after 64 unmounts",
+        path.display()
+    )))
 }
 
 /// Unmounts the bundle's rootfs where it lives, then checks that it is mounted nowhere.
@@ -182,12 +220,17 @@ fn process_in_namespace(record: NamespaceRecord) -> Option<i32> {
     if mnt_ns_inode(&record.pid.to_string()) == Some(record.inode) {
         return Some(record.pid);
     }
-    proc_pids().into_iter().find(|pid| mnt_ns_inode(&pid.to_string()) == Some(record.inode))
+    proc_pids()
+        .into_iter()
+        .find(|pid| mnt_ns_inode(&pid.to_string()) == Some(record.inode))
 }
 
 fn proc_pids() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Unmounts `path` inside the mount namespace of `pid`. setns(CLONE_NEWNS) is refused to a
@@ -226,7 +269,9 @@ fn unmount_in_namespace(pid: i32, path: &Path) -> Result<()> {
                 ))),
             }
         }
-        Err(e) => Err(Error::Internal(format!("fork to unmount in another namespace: {e}"))),
+        Err(e) => Err(Error::Internal(format!(
+            "fork to unmount in another namespace: {e}"
+        ))),
     }
 }
 
@@ -246,12 +291,18 @@ pub fn holders_of(path: &Path) -> Vec<i32> {
     let mut seen_ns = std::collections::HashSet::new();
     let mut holders = Vec::new();
     for pid in proc_pids() {
-        let Some(ns) = mnt_ns_inode(&pid.to_string()) else { continue };
+        let Some(ns) = mnt_ns_inode(&pid.to_string()) else {
+            continue;
+        };
         if !seen_ns.insert(ns) {
             continue;
         }
-        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else { continue };
-        if info.lines().any(|l| l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(target.as_str())) {
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+            continue;
+        };
+        if info.lines().any(|l| {
+            l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(target.as_str())
+        }) {
             holders.push(pid);
         }
     }
@@ -260,7 +311,10 @@ pub fn holders_of(path: &Path) -> Vec<i32> {
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mountinfo(s: &str) -> String {
-    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
 }
 
 /// The rootfs path of a bundle.
@@ -278,7 +332,13 @@ mod tests {
 
     #[test]
     fn options_split_into_flags_and_data() {
-        let (f, p, d) = parse_options(&opts(&["ro", "nosuid", "lowerdir=/a:/b", "upperdir=/u", "workdir=/w"]));
+        let (f, p, d) = parse_options(&opts(&[
+            "ro",
+            "nosuid",
+            "lowerdir=/a:/b",
+            "upperdir=/u",
+            "workdir=/w",
+        ]));
         assert_eq!(f, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID);
         assert!(p.is_empty());
         assert_eq!(d, "lowerdir=/a:/b,upperdir=/u,workdir=/w");
@@ -305,9 +365,15 @@ mod tests {
         };
         mount_all(&[m], &rootfs, bundle.path()).unwrap();
         assert!(rootfs.join("marker").exists());
-        assert!(std::fs::write(rootfs.join("new"), b"y").is_err(), "read-only bind");
+        assert!(
+            std::fs::write(rootfs.join("new"), b"y").is_err(),
+            "read-only bind"
+        );
         assert_eq!(holders_of(&rootfs).len(), 1);
-        assert_eq!(read_record(bundle.path()).unwrap().pid, std::process::id() as i32);
+        assert_eq!(
+            read_record(bundle.path()).unwrap().pid,
+            std::process::id() as i32
+        );
         cleanup(bundle.path()).unwrap();
         assert!(!rootfs.join("marker").exists());
         assert!(holders_of(&rootfs).is_empty());
@@ -321,8 +387,18 @@ mod tests {
         let bundle = tempfile::tempdir().unwrap();
         let src = tempfile::tempdir().unwrap();
         let rootfs = rootfs_of(bundle.path());
-        let good = MountSpec { kind: "bind".into(), source: src.path().to_string_lossy().into(), target: String::new(), options: opts(&["rbind"]) };
-        let bad = MountSpec { kind: "nosuchfs".into(), source: "none".into(), target: String::new(), options: vec![] };
+        let good = MountSpec {
+            kind: "bind".into(),
+            source: src.path().to_string_lossy().into(),
+            target: String::new(),
+            options: opts(&["rbind"]),
+        };
+        let bad = MountSpec {
+            kind: "nosuchfs".into(),
+            source: "none".into(),
+            target: String::new(),
+            options: vec![],
+        };
         let err = mount_all(&[good, bad], &rootfs, bundle.path()).unwrap_err();
         assert!(err.to_string().contains("mount nosuchfs none"), "{err}");
         assert!(holders_of(&rootfs).is_empty());

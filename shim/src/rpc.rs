@@ -33,7 +33,11 @@ where
     F: Fn(Arc<TaskService>, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp>> + Send + 'static,
 {
-    async fn handler(&self, _ctx: TtrpcContext, req: ttrpc::Request) -> ttrpc::Result<ttrpc::Response> {
+    async fn handler(
+        &self,
+        _ctx: TtrpcContext,
+        req: ttrpc::Request,
+    ) -> ttrpc::Result<ttrpc::Response> {
         let request = match Req::parse_from_bytes(&req.payload) {
             Ok(r) => r,
             Err(e) => {
@@ -48,13 +52,17 @@ where
             Ok(resp) => {
                 let mut out = ttrpc::Response::init_status(ttrpc::get_status(Code::OK, ""));
                 out.set_payload(
-                    resp.write_to_bytes().map_err(|e| ttrpc::Error::Others(format!("encode response: {e}")))?,
+                    resp.write_to_bytes()
+                        .map_err(|e| ttrpc::Error::Others(format!("encode response: {e}")))?,
                 );
                 Ok(out)
             }
             Err(e) => {
                 log::debug!("{}: {e}", req.method);
-                Ok(ttrpc::Response::init_status(ttrpc::get_status(e.code(), e.to_string())))
+                Ok(ttrpc::Response::init_status(ttrpc::get_status(
+                    e.code(),
+                    e.to_string(),
+                )))
             }
         }
     }
@@ -67,7 +75,11 @@ where
     F: Fn(Arc<TaskService>, Req) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp>> + Send + 'static,
 {
-    Box::new(Method { svc: svc.clone(), f, _types: PhantomData })
+    Box::new(Method {
+        svc: svc.clone(),
+        f,
+        _types: PhantomData,
+    })
 }
 
 fn task_methods(svc: &Arc<TaskService>) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
@@ -96,6 +108,14 @@ fn task_methods(svc: &Arc<TaskService>) -> HashMap<String, Box<dyn MethodHandler
 pub fn services(svc: &Arc<TaskService>) -> HashMap<String, Service> {
     [TASK_V2, TASK_V3]
         .into_iter()
-        .map(|name| (name.to_string(), Service { methods: task_methods(svc), streams: HashMap::new() }))
+        .map(|name| {
+            (
+                name.to_string(),
+                Service {
+                    methods: task_methods(svc),
+                    streams: HashMap::new(),
+                },
+            )
+        })
         .collect()
 }

@@ -29,7 +29,9 @@ pub fn listener(socket: &str) -> Result<StdUnixListener> {
         let _ = std::fs::remove_file(path);
         StdUnixListener::bind(path).map_err(|e| Error::io(format!("listen on {path}"), e))?
     };
-    listener.set_nonblocking(true).map_err(|e| Error::io("set listener non-blocking", e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("set listener non-blocking", e))?;
     Ok(listener)
 }
 
@@ -60,8 +62,14 @@ fn peer_checked(listener: UnixListener) -> Listener {
 }
 
 pub async fn serve(listener: StdUnixListener, svc: &Arc<TaskService>) -> Result<Server> {
-    let listener = UnixListener::from_std(listener).map_err(|e| Error::io("register listener", e))?;
-    let mut server = Server::new().add_listener(peer_checked(listener)).register_service(rpc::services(svc));
-    server.start().await.map_err(|e| Error::Internal(format!("start ttrpc server: {e}")))?;
+    let listener =
+        UnixListener::from_std(listener).map_err(|e| Error::io("register listener", e))?;
+    let mut server = Server::new()
+        .add_listener(peer_checked(listener))
+        .register_service(rpc::services(svc));
+    server
+        .start()
+        .await
+        .map_err(|e| Error::Internal(format!("start ttrpc server: {e}")))?;
     Ok(server)
 }

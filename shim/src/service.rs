@@ -46,7 +46,9 @@ where
     F: std::future::Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::spawn(fut).await.map_err(|e| Error::Internal(format!("task failed: {e}")))?
+    tokio::spawn(fut)
+        .await
+        .map_err(|e| Error::Internal(format!("task failed: {e}")))?
 }
 
 fn require(field: &str, value: &str) -> Result<()> {
@@ -59,7 +61,11 @@ fn require(field: &str, value: &str) -> Result<()> {
 
 impl TaskService {
     pub fn new(shared: Shared) -> TaskService {
-        TaskService { shared, containers: Mutex::new(Containers::default()), shutdown: Arc::new(Notify::new()) }
+        TaskService {
+            shared,
+            containers: Mutex::new(Containers::default()),
+            shutdown: Arc::new(Notify::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Containers> {
@@ -68,7 +74,11 @@ impl TaskService {
 
     pub fn container(&self, id: &str) -> Result<Arc<Container>> {
         require("id", id)?;
-        self.lock().ready.get(id).cloned().ok_or_else(|| Error::NotFound(format!("container {id} not found")))
+        self.lock()
+            .ready
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
     }
 
     pub fn container_count(&self) -> usize {
@@ -80,11 +90,16 @@ impl TaskService {
         require("id", &req.id)?;
         require("bundle", &req.bundle)?;
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
-            return Err(Error::Unimplemented("restore from a checkpoint is not implemented yet".into()));
+            return Err(Error::Unimplemented(
+                "restore from a checkpoint is not implemented yet".into(),
+            ));
         }
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.is_dir() {
-            return Err(Error::InvalidArgument(format!("bundle {} is not a directory", req.bundle)));
+            return Err(Error::InvalidArgument(format!(
+                "bundle {} is not a directory",
+                req.bundle
+            )));
         }
         let options = RuncOptions::from_any(req.options.as_ref())?;
         let request = CreateRequest {
@@ -111,7 +126,10 @@ impl TaskService {
         {
             let mut c = self.lock();
             if c.ready.contains_key(&req.id) || !c.creating.insert(req.id.clone()) {
-                return Err(Error::AlreadyExists(format!("container {} already exists", req.id)));
+                return Err(Error::AlreadyExists(format!(
+                    "container {} already exists",
+                    req.id
+                )));
             }
         }
         let svc = self.clone();
@@ -123,7 +141,10 @@ impl TaskService {
             let container = result?;
             let pid = container.init.pid();
             c.ready.insert(id, container);
-            Ok(CreateTaskResponse { pid, ..Default::default() })
+            Ok(CreateTaskResponse {
+                pid,
+                ..Default::default()
+            })
         })
         .await
     }
@@ -131,7 +152,10 @@ impl TaskService {
     pub async fn start(self: Arc<Self>, req: StartRequest) -> Result<StartResponse> {
         let container = self.container(&req.id)?;
         let pid = detached(async move { container.start(&req.exec_id).await }).await?;
-        Ok(StartResponse { pid, ..Default::default() })
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
     }
 
     pub async fn state(self: Arc<Self>, req: StateRequest) -> Result<StateResponse> {
@@ -142,7 +166,9 @@ impl TaskService {
             Status::Running => TaskStatus::RUNNING,
             Status::Paused => TaskStatus::PAUSED,
             Status::Stopped => TaskStatus::STOPPED,
-            Status::Deleted => return Err(Error::NotFound(format!("process {} was deleted", p.id))),
+            Status::Deleted => {
+                return Err(Error::NotFound(format!("process {} was deleted", p.id)))
+            }
         };
         let exit = p.exit();
         Ok(StateResponse {
@@ -165,13 +191,20 @@ impl TaskService {
         let container = self.container(&req.id)?;
         let p = container.process(&req.exec_id)?;
         let exit = p.wait().await?;
-        Ok(WaitResponse { exit_status: exit.status, exited_at: MessageField::some(timestamp(exit.at)), ..Default::default() })
+        Ok(WaitResponse {
+            exit_status: exit.status,
+            exited_at: MessageField::some(timestamp(exit.at)),
+            ..Default::default()
+        })
     }
 
     pub async fn kill(self: Arc<Self>, req: KillRequest) -> Result<Empty> {
         let container = self.container(&req.id)?;
         if req.signal == 0 || req.signal > 64 {
-            return Err(Error::InvalidArgument(format!("invalid signal {}", req.signal)));
+            return Err(Error::InvalidArgument(format!(
+                "invalid signal {}",
+                req.signal
+            )));
         }
         detached(async move { container.kill(&req.exec_id, req.signal, req.all).await }).await?;
         Ok(Empty::new())
@@ -195,10 +228,18 @@ impl TaskService {
     pub async fn exec(self: Arc<Self>, req: ExecProcessRequest) -> Result<Empty> {
         require("exec_id", &req.exec_id)?;
         let container = self.container(&req.id)?;
-        let spec_any = req.spec.as_ref().ok_or_else(|| Error::InvalidArgument("exec spec is missing".into()))?;
+        let spec_any = req
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("exec spec is missing".into()))?;
         let spec: oci_spec::runtime::Process = serde_json::from_slice(&spec_any.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
-        let stdio = StdioConfig { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
+        let stdio = StdioConfig {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        };
         container.add_exec(&req.exec_id, stdio, spec)?;
         Ok(Empty::new())
     }
@@ -210,9 +251,15 @@ impl TaskService {
         let processes = pids
             .into_iter()
             .map(|pid| {
-                let mut info = ProcessInfo { pid: pid as u32, ..Default::default() };
+                let mut info = ProcessInfo {
+                    pid: pid as u32,
+                    ..Default::default()
+                };
                 if let Some(exec) = execs.iter().find(|e| e.pid() == pid as u32) {
-                    let details = ProcessDetails { exec_id: exec.id.clone(), ..Default::default() };
+                    let details = ProcessDetails {
+                        exec_id: exec.id.clone(),
+                        ..Default::default()
+                    };
                     info.info = MessageField::some(Any {
                         type_url: "containerd.runc.v1.ProcessDetails".into(),
                         value: details.write_to_bytes().unwrap_or_default(),
@@ -222,7 +269,10 @@ impl TaskService {
                 info
             })
             .collect();
-        Ok(PidsResponse { processes, ..Default::default() })
+        Ok(PidsResponse {
+            processes,
+            ..Default::default()
+        })
     }
 
     pub async fn pause(self: Arc<Self>, req: PauseRequest) -> Result<Empty> {
@@ -254,7 +304,9 @@ impl TaskService {
         // As the Go shim: a stopped exec refuses a resize; the init's console resizes whatever
         // its state (ctr resizes right after the process may have exited).
         if !p.is_init() && matches!(p.status(), Status::Stopped | Status::Deleted) {
-            return Err(Error::FailedPrecondition("cannot resize a stopped container".into()));
+            return Err(Error::FailedPrecondition(
+                "cannot resize a stopped container".into(),
+            ));
         }
         if let Some(io) = p.io() {
             io.resize(req.width, req.height)?;
@@ -264,7 +316,10 @@ impl TaskService {
 
     pub async fn update(self: Arc<Self>, req: UpdateTaskRequest) -> Result<Empty> {
         let container = self.container(&req.id)?;
-        let any = req.resources.as_ref().ok_or_else(|| Error::InvalidArgument("resources are missing".into()))?;
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("resources are missing".into()))?;
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid resources: {e}")))?;
         detached(async move { container.update(&resources).await }).await?;
@@ -272,8 +327,15 @@ impl TaskService {
     }
 
     pub async fn connect(self: Arc<Self>, req: ConnectRequest) -> Result<ConnectResponse> {
-        let task_pid = self.container(&req.id).map(|c| c.init.pid()).unwrap_or_default();
-        Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, ..Default::default() })
+        let task_pid = self
+            .container(&req.id)
+            .map(|c| c.init.pid())
+            .unwrap_or_default();
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            ..Default::default()
+        })
     }
 
     pub async fn shutdown(self: Arc<Self>, _req: ShutdownRequest) -> Result<Empty> {
@@ -291,7 +353,9 @@ impl TaskService {
 
     pub async fn checkpoint(self: Arc<Self>, req: CheckpointTaskRequest) -> Result<Empty> {
         self.container(&req.id)?;
-        Err(Error::Unimplemented("Checkpoint is not implemented yet".into()))
+        Err(Error::Unimplemented(
+            "Checkpoint is not implemented yet".into(),
+        ))
     }
 
     /// Containers and their processes, for diagnostics.
@@ -300,16 +364,18 @@ impl TaskService {
             .ready
             .values()
             .flat_map(|c| {
-                std::iter::once(c.init.clone()).chain(c.exec_processes()).map(|p| {
-                    format!(
-                        "container={} process={} pid={} status={} pending_waits={}",
-                        c.id,
-                        p.id,
-                        p.pid(),
-                        p.status().name(),
-                        p.pending_waits()
-                    )
-                })
+                std::iter::once(c.init.clone())
+                    .chain(c.exec_processes())
+                    .map(|p| {
+                        format!(
+                            "container={} process={} pid={} status={} pending_waits={}",
+                            c.id,
+                            p.id,
+                            p.pid(),
+                            p.status().name(),
+                            p.pending_waits()
+                        )
+                    })
             })
             .collect()
     }

@@ -33,7 +33,12 @@ const MAX_OPTIONS_SIZE: u64 = 1 << 20;
 pub fn run(flags: &Flags) -> anyhow::Result<String> {
     let bundle = std::env::current_dir().context("working directory (the bundle)")?;
     let group = address::group_id(&bundle, &flags.id);
-    let address = address::socket_address(address::SOCKET_DIR, &flags.address, &flags.namespace, &group);
+    let address = address::socket_address(
+        address::SOCKET_DIR,
+        &flags.address,
+        &flags.namespace,
+        &group,
+    );
     let path = socket_path(&address).to_string();
 
     let listener = match bind(&path) {
@@ -72,7 +77,10 @@ fn bind(path: &str) -> std::io::Result<UnixListener> {
 
 fn read_options_from_stdin() -> anyhow::Result<RuncOptions> {
     let mut data = Vec::new();
-    std::io::stdin().take(MAX_OPTIONS_SIZE).read_to_end(&mut data).context("read options from stdin")?;
+    std::io::stdin()
+        .take(MAX_OPTIONS_SIZE)
+        .read_to_end(&mut data)
+        .context("read options from stdin")?;
     if data.is_empty() {
         return Ok(RuncOptions::default());
     }
@@ -90,7 +98,14 @@ fn spawn_daemon(
     let exe = std::env::current_exe().context("locate own binary")?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let mut cmd = Command::new(&exe);
-    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address]);
+    cmd.args([
+        "-namespace",
+        &flags.namespace,
+        "-id",
+        &flags.id,
+        "-address",
+        &flags.address,
+    ]);
     if flags.debug {
         cmd.arg("-debug");
     }
@@ -110,13 +125,19 @@ fn spawn_daemon(
             // where dup2 would be a no-op that leaves FD_CLOEXEC set.
             let listener = libc::fcntl(listener_fd, libc::F_DUPFD_CLOEXEC, 10);
             let ready = libc::fcntl(ready_fd, libc::F_DUPFD_CLOEXEC, 10);
-            if listener < 0 || ready < 0 || libc::dup2(listener, LISTENER_FD) < 0 || libc::dup2(ready, READY_FD) < 0 {
+            if listener < 0
+                || ready < 0
+                || libc::dup2(listener, LISTENER_FD) < 0
+                || libc::dup2(ready, READY_FD) < 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let child = cmd.spawn().with_context(|| format!("spawn {}", exe.display()))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("spawn {}", exe.display()))?;
     drop(ready_w);
     let pid = child.id() as i32;
     let kill = || {
@@ -140,9 +161,15 @@ fn spawn_daemon(
 }
 
 fn wait_ready(ready: OwnedFd) -> anyhow::Result<()> {
-    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(&ready), PollFlags::POLLIN)];
-    let n = poll(&mut fds, PollTimeout::try_from(READY_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::MAX))
-        .context("wait for the shim daemon")?;
+    let mut fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(&ready),
+        PollFlags::POLLIN,
+    )];
+    let n = poll(
+        &mut fds,
+        PollTimeout::try_from(READY_TIMEOUT.as_millis() as i32).unwrap_or(PollTimeout::MAX),
+    )
+    .context("wait for the shim daemon")?;
     if n == 0 {
         bail!("shim daemon did not start serving within {READY_TIMEOUT:?}");
     }
@@ -171,6 +198,7 @@ fn adjust_oom_score(pid: i32) -> anyhow::Result<()> {
 fn write_address_file(bundle: &Path, address: &str) -> anyhow::Result<()> {
     let tmp = bundle.join(".address");
     let mut f = std::fs::File::create(&tmp).context("write address file")?;
-    f.write_all(address.as_bytes()).context("write address file")?;
+    f.write_all(address.as_bytes())
+        .context("write address file")?;
     std::fs::rename(&tmp, bundle.join("address")).context("write address file")
 }

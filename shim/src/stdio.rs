@@ -98,7 +98,13 @@ impl PreparedIo {
         }
         *empty.drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipes.drained().boxed());
         let runc_stdio = pipes.take_runc_stdio();
-        Ok(PreparedIo { runc_stdio, io: empty, pipes: Some(pipes), stdin_path: String::new(), stdout_path: String::new() })
+        Ok(PreparedIo {
+            runc_stdio,
+            io: empty,
+            pipes: Some(pipes),
+            stdin_path: String::new(),
+            stdout_path: String::new(),
+        })
     }
 
     /// After runc: for a terminal, wire the pty master received on the console socket to the
@@ -118,7 +124,10 @@ impl PreparedIo {
                 copy_pty_output(reader, out).await;
                 let _ = done_tx.send(());
             });
-            io.output_copies.get_mut().unwrap_or_else(|p| p.into_inner()).push(copy);
+            io.output_copies
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(copy);
             *io.drained.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(
                 async move {
                     let _ = done_rx.await;
@@ -160,14 +169,26 @@ impl ProcessIo {
 
     /// CloseIO: the container sees EOF on stdin.
     pub fn close_stdin(&self) {
-        if let Some(copy) = self.stdin_copy.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(copy) = self
+            .stdin_copy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             copy.abort();
         }
     }
 
     pub fn resize(&self, width: u32, height: u32) -> Result<()> {
-        let Some(master) = &self.console else { return Ok(()) };
-        let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        let Some(master) = &self.console else {
+            return Ok(());
+        };
+        let ws = libc::winsize {
+            ws_row: height as u16,
+            ws_col: width as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer on a valid fd.
         let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if rc < 0 {
@@ -179,14 +200,23 @@ impl ProcessIo {
     /// Waits until the process's output has reached its destinations, at most `bound` (a
     /// grandchild can keep the pipe open forever), then stops every copy.
     pub async fn drain_and_close(&self, bound: Duration) {
-        let drained = self.drained.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let drained = self
+            .drained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(drained) = drained {
             if tokio::time::timeout(bound, drained).await.is_err() {
                 log::warn!("stdio not drained within {bound:?}; closing it");
             }
         }
         self.close_stdin();
-        for copy in self.output_copies.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for copy in self
+            .output_copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             copy.abort();
         }
     }
@@ -203,7 +233,9 @@ fn open_output(uri: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
         return Ok(Box::new(tokio::fs::File::from_std(f)));
     }
     if uri.contains("://") {
-        return Err(Error::Unimplemented(format!("stdio URI scheme not supported yet: {uri}")));
+        return Err(Error::Unimplemented(format!(
+            "stdio URI scheme not supported yet: {uri}"
+        )));
     }
     if !Path::new(uri).exists() {
         return Err(Error::NotFound(format!("stdio FIFO {uri} does not exist")));
@@ -226,7 +258,9 @@ fn open_input(path: &str) -> Result<pipe::Receiver> {
 /// One direction of the pty master as a tokio pipe-like object (the master is a character
 /// device; tokio's pipe types accept it when opened non-blocking).
 fn pty_half(master: &OwnedFd) -> Result<PtyHalf> {
-    let dup = master.try_clone().map_err(|e| Error::io("dup pty master", e))?;
+    let dup = master
+        .try_clone()
+        .map_err(|e| Error::io("dup pty master", e))?;
     PtyHalf::new(dup).map_err(|e| Error::io("register pty master", e))
 }
 
@@ -240,7 +274,9 @@ impl PtyHalf {
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))?;
         // SAFETY: the AsyncFd owns `fd` (an OwnedFd), so it stays open while registered.
-        Ok(PtyHalf { inner: unsafe { tokio::io::unix::AsyncFd::register(fd)? } })
+        Ok(PtyHalf {
+            inner: unsafe { tokio::io::unix::AsyncFd::register(fd)? },
+        })
     }
 }
 
@@ -261,7 +297,9 @@ impl AsyncRead for PtyHalf {
                     return std::task::Poll::Ready(Ok(()));
                 }
                 // EIO: every slave fd is closed (the processes on the terminal are gone): EOF.
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return std::task::Poll::Ready(Ok(())),
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+                    return std::task::Poll::Ready(Ok(()))
+                }
                 Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
                 Err(_would_block) => continue,
             }
@@ -277,18 +315,26 @@ impl AsyncWrite for PtyHalf {
     ) -> std::task::Poll<std::io::Result<usize>> {
         loop {
             let mut guard = futures::ready!(self.inner.poll_write_ready(cx))?;
-            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from)) {
+            match guard
+                .try_io(|fd| nix::unistd::write(fd.get_ref(), buf).map_err(std::io::Error::from))
+            {
                 Ok(result) => return std::task::Poll::Ready(result),
                 Err(_would_block) => continue,
             }
         }
     }
 
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }

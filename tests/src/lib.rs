@@ -23,21 +23,33 @@ pub fn shim_binary() -> PathBuf {
     if let Ok(p) = std::env::var("RSHIM_BIN") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(root.join("target"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(root.join("target"));
     for profile in ["debug", "release"] {
         let p = target.join(profile).join("containerd-shim-rshim-v2");
         if p.exists() {
             return p;
         }
     }
-    panic!("shim binary not found under {}: run `cargo build --workspace --bins` first", target.display());
+    panic!(
+        "shim binary not found under {}: run `cargo build --workspace --bins` first",
+        target.display()
+    );
 }
 
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A bundle with a busybox rootfs and a config.json running `args`.
@@ -47,17 +59,32 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn new(args: &[&str]) -> Bundle {
-        let dir = tempfile::Builder::new().prefix("rshim-bundle").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rshim-bundle")
+            .tempdir()
+            .unwrap();
         let rootfs = dir.path().join("rootfs");
         for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
             std::fs::create_dir_all(rootfs.join(d)).unwrap();
         }
-        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static is installed");
-        for applet in ["sh", "cat", "echo", "sleep", "true", "false", "head", "dd", "yes", "ls", "tty", "id", "kill"] {
+        std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+            .expect("busybox-static is installed");
+        for applet in [
+            "sh", "cat", "echo", "sleep", "true", "false", "head", "dd", "yes", "ls", "tty", "id",
+            "kill",
+        ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
-        let out = Command::new("runc").arg("spec").current_dir(dir.path()).output().expect("runc is installed");
-        assert!(out.status.success(), "runc spec: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("runc")
+            .arg("spec")
+            .current_dir(dir.path())
+            .output()
+            .expect("runc is installed");
+        assert!(
+            out.status.success(),
+            "runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let bundle = Bundle { dir };
         bundle.edit_spec(|spec| {
             spec["process"]["args"] = serde_json::json!(args);
@@ -73,7 +100,8 @@ impl Bundle {
 
     pub fn edit_spec(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let path = self.path().join("config.json");
-        let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         f(&mut spec);
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
     }
@@ -89,14 +117,22 @@ pub struct Fifos {
 
 impl Fifos {
     pub fn new() -> Fifos {
-        let dir = tempfile::Builder::new().prefix("rshim-fifo").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rshim-fifo")
+            .tempdir()
+            .unwrap();
         let mk = |name: &str| {
             let p = dir.path().join(name);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
             p.to_string_lossy().into_owned()
         };
         let (stdin, stdout, stderr) = (mk("stdin"), mk("stdout"), mk("stderr"));
-        Fifos { dir, stdin, stdout, stderr }
+        Fifos {
+            dir,
+            stdin,
+            stdout,
+            stderr,
+        }
     }
 
     /// Reads `path` to EOF in a thread, as containerd does: a blocking open (it returns once
@@ -121,7 +157,9 @@ pub struct Collected(std::sync::mpsc::Receiver<Vec<u8>>);
 impl Collected {
     /// Everything written until the shim closed the FIFO (bounded wait).
     pub fn join(self) -> Vec<u8> {
-        self.0.recv_timeout(Duration::from_secs(30)).expect("FIFO not closed within 30s")
+        self.0
+            .recv_timeout(Duration::from_secs(30))
+            .expect("FIFO not closed within 30s")
     }
 }
 
@@ -140,11 +178,22 @@ pub struct EventLog(Recorded);
 
 impl EventLog {
     pub fn topics(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|(t, _)| t.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     pub fn payloads(&self, topic: &str) -> Vec<Vec<u8>> {
-        self.0.lock().unwrap().iter().filter(|(t, _)| t == topic).map(|(_, p)| p.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| p.clone())
+            .collect()
     }
 
     /// Waits (bounded) until `pred` holds over the topics.
@@ -155,7 +204,10 @@ impl EventLog {
             if pred(&topics) {
                 return topics;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; events so far: {topics:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; events so far: {topics:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -163,9 +215,16 @@ impl EventLog {
 
 #[async_trait::async_trait]
 impl Events for EventLog {
-    async fn forward(&self, _ctx: &ttrpc::r#async::TtrpcContext, req: ForwardRequest) -> ttrpc::Result<Empty> {
+    async fn forward(
+        &self,
+        _ctx: &ttrpc::r#async::TtrpcContext,
+        req: ForwardRequest,
+    ) -> ttrpc::Result<Empty> {
         let env = req.envelope.into_option().unwrap_or_default();
-        self.0.lock().unwrap().push((env.topic, env.event.value.clone()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((env.topic, env.event.value.clone()));
         Ok(Empty::new())
     }
 }
@@ -180,7 +239,10 @@ pub struct EventServer {
 
 impl EventServer {
     pub async fn start() -> EventServer {
-        let dir = tempfile::Builder::new().prefix("rshim-ev").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("rshim-ev")
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("events.sock");
         let log = EventLog::default();
         let service: Arc<dyn Events + Send + Sync> = Arc::new(log.clone());
@@ -189,7 +251,12 @@ impl EventServer {
             .unwrap()
             .register_service(create_events(service));
         server.start().await.unwrap();
-        EventServer { log, address: path.to_string_lossy().into_owned(), _server: server, _dir: dir }
+        EventServer {
+            log,
+            address: path.to_string_lossy().into_owned(),
+            _server: server,
+            _dir: dir,
+        }
     }
 }
 
@@ -207,29 +274,58 @@ impl Shim {
     pub fn start_action(id: &str, bundle: &Path, events: &str) -> String {
         let fake_containerd = format!("/tmp/rshim-test-{}.sock", std::process::id());
         let out = Command::new(shim_binary())
-            .args(["-namespace", NAMESPACE, "-id", id, "-address", &fake_containerd, "-debug", "start"])
+            .args([
+                "-namespace",
+                NAMESPACE,
+                "-id",
+                id,
+                "-address",
+                &fake_containerd,
+                "-debug",
+                "start",
+            ])
             .current_dir(bundle)
             .env("TTRPC_ADDRESS", events)
             .stdin(Stdio::null())
             .output()
             .expect("run shim start");
-        assert!(out.status.success(), "shim start failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "shim start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(address.starts_with("unix:///run/containerd/s/"), "address {address:?}");
+        assert!(
+            address.starts_with("unix:///run/containerd/s/"),
+            "address {address:?}"
+        );
         address
     }
 
     /// Starts a shim for container `id` of `bundle`, publishing to `events`.
     pub async fn start(id: &str, bundle: &Path, events: &str) -> Shim {
         let address = Shim::start_action(id, bundle, events);
-        let client = Client::connect(&address, Duration::from_secs(5)).await.expect("connect to shim");
+        let client = Client::connect(&address, Duration::from_secs(5))
+            .await
+            .expect("connect to shim");
         let task = TaskClient::new(client.clone(), TaskClient::V2);
         let pid = task
-            .connect(containerd_shim_protos::api::ConnectRequest { id: id.into(), ..Default::default() }, &opts())
+            .connect(
+                containerd_shim_protos::api::ConnectRequest {
+                    id: id.into(),
+                    ..Default::default()
+                },
+                &opts(),
+            )
             .await
             .expect("Connect")
             .shim_pid as i32;
-        Shim { address, pid, task, client }
+        Shim {
+            address,
+            pid,
+            task,
+            client,
+        }
     }
 
     pub fn socket_path(&self) -> String {
@@ -239,19 +335,32 @@ impl Shim {
     /// Alive and not a zombie (nothing may reap an orphaned shim on a machine whose pid 1
     /// does not).
     pub fn alive(&self) -> bool {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None).is_ok() && !is_zombie(self.pid)
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), None).is_ok()
+            && !is_zombie(self.pid)
     }
 
     /// Shutdown, then wait (bounded) for the process to be gone.
     pub async fn shutdown(&self) {
-        let _ = self.task.shutdown(ShutdownRequest { ..Default::default() }, &opts()).await;
+        let _ = self
+            .task
+            .shutdown(
+                ShutdownRequest {
+                    ..Default::default()
+                },
+                &opts(),
+            )
+            .await;
         self.wait_gone(Duration::from_secs(10)).await;
     }
 
     pub async fn wait_gone(&self, bound: Duration) {
         let deadline = Instant::now() + bound;
         while self.alive() {
-            assert!(Instant::now() < deadline, "shim {} still alive after {bound:?}", self.pid);
+            assert!(
+                Instant::now() < deadline,
+                "shim {} still alive after {bound:?}",
+                self.pid
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -260,7 +369,10 @@ impl Shim {
 impl Drop for Shim {
     fn drop(&mut self) {
         if self.alive() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid),
+                nix::sys::signal::SIGKILL,
+            );
         }
         let _ = std::fs::remove_file(self.socket_path());
     }
@@ -268,7 +380,13 @@ impl Drop for Shim {
 
 fn is_zombie(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -278,7 +396,10 @@ pub fn opts() -> CallOptions {
 
 /// runc's root for the test namespace, to check that nothing is left behind.
 pub fn runc_state_exists(id: &str) -> bool {
-    Path::new("/run/containerd/runc").join(NAMESPACE).join(id).exists()
+    Path::new("/run/containerd/runc")
+        .join(NAMESPACE)
+        .join(id)
+        .exists()
 }
 
 pub fn count_by_topic(topics: &[String]) -> HashMap<String, usize> {

@@ -32,14 +32,30 @@ fn exec_spec(args: &[&str]) -> Any {
 
 async fn wait_exit(shim: &Shim, id: &str, exec_id: &str) -> u32 {
     shim.task
-        .wait(WaitRequest { id: id.into(), exec_id: exec_id.into(), ..Default::default() }, &opts())
+        .wait(
+            WaitRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
         .await
         .expect("Wait")
         .exit_status
 }
 
 async fn delete(shim: &Shim, id: &str, exec_id: &str) -> ttrpc_client::Result<DeleteResponse> {
-    shim.task.delete(DeleteRequest { id: id.into(), exec_id: exec_id.into(), ..Default::default() }, &opts()).await
+    shim.task
+        .delete(
+            DeleteRequest {
+                id: id.into(),
+                exec_id: exec_id.into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,14 +67,48 @@ async fn run_to_exit_code_with_output_and_events() {
     let (out, err) = (Fifos::collect(&fifos.stdout), Fifos::collect(&fifos.stderr));
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
 
-    let created = shim.task.create(create_req(&id, &bundle, Some(&fifos)), &opts()).await.expect("Create");
+    let created = shim
+        .task
+        .create(create_req(&id, &bundle, Some(&fifos)), &opts())
+        .await
+        .expect("Create");
     assert!(created.pid > 0);
-    let state = shim.task.state(StateRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    let state = shim
+        .task
+        .state(
+            StateRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(state.status.enum_value(), Ok(Status::CREATED));
-    let started = shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    let started = shim
+        .task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(started.pid, created.pid);
     assert_eq!(wait_exit(&shim, &id, "").await, 3);
-    let state = shim.task.state(StateRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    let state = shim
+        .task
+        .state(
+            StateRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(state.status.enum_value(), Ok(Status::STOPPED));
     assert_eq!(state.exit_status, 3);
     let deleted = delete(&shim, &id, "").await.expect("Delete");
@@ -71,9 +121,25 @@ async fn run_to_exit_code_with_output_and_events() {
         .log
         .wait_for("delete event", |t| t.iter().any(|x| x == "/tasks/delete"))
         .await;
-    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]);
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ]
+    );
     let exit = TaskExit::parse_from_bytes(&events.log.payloads("/tasks/exit")[0]).unwrap();
-    assert_eq!((exit.container_id.as_str(), exit.id.as_str(), exit.exit_status, exit.pid), (id.as_str(), id.as_str(), 3, created.pid));
+    assert_eq!(
+        (
+            exit.container_id.as_str(),
+            exit.id.as_str(),
+            exit.exit_status,
+            exit.pid
+        ),
+        (id.as_str(), id.as_str(), 3, created.pid)
+    );
     let start = TaskStart::parse_from_bytes(&events.log.payloads("/tasks/start")[0]).unwrap();
     assert_eq!(start.pid, created.pid);
 
@@ -81,7 +147,10 @@ async fn run_to_exit_code_with_output_and_events() {
     let err = delete(&shim, &id, "").await.unwrap_err();
     assert_eq!(err.code(), Code::NOT_FOUND);
     shim.shutdown().await;
-    assert!(!std::path::Path::new(&shim.socket_path()).exists(), "socket removed at shutdown");
+    assert!(
+        !std::path::Path::new(&shim.socket_path()).exists(),
+        "socket removed at shutdown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,11 +159,29 @@ async fn instant_exit_is_reported_after_start() {
     let id = unique("instant");
     let bundle = Bundle::new(&["true"]);
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    shim.task.create(create_req(&id, &bundle, None), &opts()).await.unwrap();
-    shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap();
+    shim.task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(wait_exit(&shim, &id, "").await, 0);
-    let topics = events.log.wait_for("exit", |t| t.iter().any(|x| x == "/tasks/exit")).await;
-    let start = topics.iter().position(|t| t == "/tasks/start").expect("start event");
+    let topics = events
+        .log
+        .wait_for("exit", |t| t.iter().any(|x| x == "/tasks/exit"))
+        .await;
+    let start = topics
+        .iter()
+        .position(|t| t == "/tasks/start")
+        .expect("start event");
     let exit = topics.iter().position(|t| t == "/tasks/exit").unwrap();
     assert!(start < exit, "exit published before start: {topics:?}");
     delete(&shim, &id, "").await.unwrap();
@@ -107,8 +194,22 @@ async fn exec_kill_pause_resume_and_pids() {
     let id = unique("exec");
     let bundle = Bundle::new(&["sleep", "1000"]);
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    let init_pid = shim.task.create(create_req(&id, &bundle, None), &opts()).await.unwrap().pid;
-    shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    let init_pid = shim
+        .task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap()
+        .pid;
+    shim.task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
 
     // An exec with output.
     let fifos = Fifos::new();
@@ -120,52 +221,187 @@ async fn exec_kill_pause_resume_and_pids() {
         spec: Some(exec_spec(args)).into(),
         ..Default::default()
     };
-    shim.task.exec(exec("e1", &["sh", "-c", "echo from exec; exit 5"], Some(&fifos)), &opts()).await.unwrap();
-    let dup = shim.task.exec(exec("e1", &["true"], None), &opts()).await.unwrap_err();
+    shim.task
+        .exec(
+            exec("e1", &["sh", "-c", "echo from exec; exit 5"], Some(&fifos)),
+            &opts(),
+        )
+        .await
+        .unwrap();
+    let dup = shim
+        .task
+        .exec(exec("e1", &["true"], None), &opts())
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::ALREADY_EXISTS);
-    shim.task.start(StartRequest { id: id.clone(), exec_id: "e1".into(), ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(wait_exit(&shim, &id, "e1").await, 5);
     let err = shim
         .task
-        .kill(KillRequest { id: id.clone(), exec_id: "e1".into(), signal: 9, ..Default::default() }, &opts())
+        .kill(
+            KillRequest {
+                id: id.clone(),
+                exec_id: "e1".into(),
+                signal: 9,
+                ..Default::default()
+            },
+            &opts(),
+        )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::NOT_FOUND, "kill of a finished exec: {err}");
+    assert_eq!(
+        err.code(),
+        Code::NOT_FOUND,
+        "kill of a finished exec: {err}"
+    );
     let d = delete(&shim, &id, "e1").await.unwrap();
     assert_eq!(d.exit_status, 5);
     assert_eq!(out.join(), b"from exec\n");
 
     // A long exec shows up in Pids with its exec id.
-    shim.task.exec(exec("e2", &["sleep", "1000"], None), &opts()).await.unwrap();
-    let e2_pid = shim.task.start(StartRequest { id: id.clone(), exec_id: "e2".into(), ..Default::default() }, &opts()).await.unwrap().pid;
-    let pids = shim.task.pids(PidsRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .exec(exec("e2", &["sleep", "1000"], None), &opts())
+        .await
+        .unwrap();
+    let e2_pid = shim
+        .task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                exec_id: "e2".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap()
+        .pid;
+    let pids = shim
+        .task
+        .pids(
+            PidsRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     let listed: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
-    assert!(listed.contains(&init_pid) && listed.contains(&e2_pid), "{listed:?}");
+    assert!(
+        listed.contains(&init_pid) && listed.contains(&e2_pid),
+        "{listed:?}"
+    );
     let e2_info = pids.processes.iter().find(|p| p.pid == e2_pid).unwrap();
     assert_eq!(e2_info.info.type_url, "containerd.runc.v1.ProcessDetails");
 
     // Pause / resume.
-    shim.task.pause(PauseRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
-    let st = shim.task.state(StateRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .pause(
+            PauseRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
+    let st = shim
+        .task
+        .state(
+            StateRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(st.status.enum_value(), Ok(Status::PAUSED));
-    let again = shim.task.pause(PauseRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap_err();
+    let again = shim
+        .task
+        .pause(
+            PauseRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::FAILED_PRECONDITION);
     let busy = delete(&shim, &id, "").await.unwrap_err();
-    assert_eq!(busy.code(), Code::FAILED_PRECONDITION, "delete of a paused task: {busy}");
-    shim.task.resume(ResumeRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    assert_eq!(
+        busy.code(),
+        Code::FAILED_PRECONDITION,
+        "delete of a paused task: {busy}"
+    );
+    shim.task
+        .resume(
+            ResumeRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
 
     // Kill the init: every exec's exit comes before the init's.
-    shim.task.kill(KillRequest { id: id.clone(), signal: 9, ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .kill(
+            KillRequest {
+                id: id.clone(),
+                signal: 9,
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(wait_exit(&shim, &id, "").await, 137);
     assert_eq!(wait_exit(&shim, &id, "e2").await, 137);
-    let late = shim.task.start(StartRequest { id: id.clone(), exec_id: "e2".into(), ..Default::default() }, &opts()).await.unwrap_err();
+    let late = shim
+        .task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                exec_id: "e2".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(late.code(), Code::FAILED_PRECONDITION);
     delete(&shim, &id, "e2").await.unwrap();
     delete(&shim, &id, "").await.unwrap();
 
-    let topics = events.log.wait_for("delete", |t| t.iter().any(|x| x == "/tasks/delete")).await;
-    let exits: Vec<TaskExit> = events.log.payloads("/tasks/exit").iter().map(|p| TaskExit::parse_from_bytes(p).unwrap()).collect();
-    assert_eq!(exits.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["e1", "e2", id.as_str()], "{topics:?}");
+    let topics = events
+        .log
+        .wait_for("delete", |t| t.iter().any(|x| x == "/tasks/delete"))
+        .await;
+    let exits: Vec<TaskExit> = events
+        .log
+        .payloads("/tasks/exit")
+        .iter()
+        .map(|p| TaskExit::parse_from_bytes(p).unwrap())
+        .collect();
+    assert_eq!(
+        exits.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2", id.as_str()],
+        "{topics:?}"
+    );
     let counts = count_by_topic(&topics);
     assert_eq!(counts.get("/tasks/exec-added"), Some(&2));
     assert_eq!(counts.get("/tasks/exec-started"), Some(&2));
@@ -179,49 +415,166 @@ async fn bad_requests_get_clear_statuses_and_the_shim_keeps_serving() {
     let events = EventServer::start().await;
     let id = unique("bad");
     // pid 1 of a pid namespace ignores signals it has no handler for: trap SIGTERM.
-    let bundle = Bundle::new(&["sh", "-c", "trap 'exit 7' TERM; while true; do sleep 1; done"]);
+    let bundle = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; while true; do sleep 1; done",
+    ]);
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
 
     // Unknown ids.
-    let e = shim.task.state(StateRequest { id: "nope".into(), ..Default::default() }, &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .state(
+            StateRequest {
+                id: "nope".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NOT_FOUND);
     assert!(e.message().contains("nope"), "{e}");
     // Garbage bytes where a request should be.
-    let garbage = shim.client.call_raw(ttrpc_client::task::TaskClient::V2, "Create", vec![0xff; 32], &opts()).await.unwrap_err();
+    let garbage = shim
+        .client
+        .call_raw(
+            ttrpc_client::task::TaskClient::V2,
+            "Create",
+            vec![0xff; 32],
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(garbage.code(), Code::INVALID_ARGUMENT, "{garbage}");
     // Empty id, missing bundle, invalid config.json.
-    let e = shim.task.create(CreateTaskRequest::default(), &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .create(CreateTaskRequest::default(), &opts())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::INVALID_ARGUMENT);
-    let e = shim.task.create(CreateTaskRequest { id: id.clone(), bundle: "/nonexistent".into(), ..Default::default() }, &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .create(
+            CreateTaskRequest {
+                id: id.clone(),
+                bundle: "/nonexistent".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::INVALID_ARGUMENT);
     let broken = Bundle::new(&["true"]);
     std::fs::write(broken.path().join("config.json"), b"{not json").unwrap();
-    let e = shim.task.create(create_req("broken", &broken, None), &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .create(create_req("broken", &broken, None), &opts())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::INVALID_ARGUMENT, "{e}");
     // A missing binary: runc's own message, not "exit status 1".
     let missing = Bundle::new(&["/bin/does-not-exist"]);
-    let e = shim.task.create(create_req(&unique("missing"), &missing, None), &opts()).await.unwrap_err();
-    assert!(e.message().contains("does-not-exist"), "runc's error text expected: {e}");
+    let e = shim
+        .task
+        .create(create_req(&unique("missing"), &missing, None), &opts())
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("does-not-exist"),
+        "runc's error text expected: {e}"
+    );
     assert!(!e.message().contains("exit status"), "{e}");
 
     // A good container, then misuse of it.
-    shim.task.create(create_req(&id, &bundle, None), &opts()).await.unwrap();
-    let dup = shim.task.create(create_req(&id, &bundle, None), &opts()).await.unwrap_err();
+    shim.task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap();
+    let dup = shim
+        .task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap_err();
     assert_eq!(dup.code(), Code::ALREADY_EXISTS);
-    shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
-    let twice = shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap_err();
+    shim.task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
+    let twice = shim
+        .task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(twice.code(), Code::FAILED_PRECONDITION);
     let running = delete(&shim, &id, "").await.unwrap_err();
     assert_eq!(running.code(), Code::FAILED_PRECONDITION);
-    let badsig = shim.task.kill(KillRequest { id: id.clone(), signal: 1000, ..Default::default() }, &opts()).await.unwrap_err();
+    let badsig = shim
+        .task
+        .kill(
+            KillRequest {
+                id: id.clone(),
+                signal: 1000,
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(badsig.code(), Code::INVALID_ARGUMENT);
-    let e = shim.task.exec(ExecProcessRequest { id: id.clone(), exec_id: "x".into(), ..Default::default() }, &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .exec(
+            ExecProcessRequest {
+                id: id.clone(),
+                exec_id: "x".into(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::INVALID_ARGUMENT, "exec without spec: {e}");
-    let e = shim.task.checkpoint(CheckpointTaskRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap_err();
+    let e = shim
+        .task
+        .checkpoint(
+            CheckpointTaskRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::UNIMPLEMENTED);
 
     // Still serving: the container can be killed and deleted normally.
-    shim.task.kill(KillRequest { id: id.clone(), signal: 15, ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .kill(
+            KillRequest {
+                id: id.clone(),
+                signal: 15,
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(wait_exit(&shim, &id, "").await, 7);
     delete(&shim, &id, "").await.unwrap();
     shim.shutdown().await;
@@ -233,23 +586,57 @@ async fn shutdown_waits_for_the_last_container_and_abandoned_waits_cost_nothing(
     let id = unique("shut");
     let bundle = Bundle::new(&["sleep", "1000"]);
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    shim.task.create(create_req(&id, &bundle, None), &opts()).await.unwrap();
-    shim.task.start(StartRequest { id: id.clone(), ..Default::default() }, &opts()).await.unwrap();
+    shim.task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap();
+    shim.task
+        .start(
+            StartRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
 
     // Waits abandoned by their deadline answer DeadlineExceeded.
     for _ in 0..50 {
         let e = shim
             .task
-            .wait(WaitRequest { id: id.clone(), ..Default::default() }, &ttrpc_client::CallOptions::with_timeout(Duration::from_millis(20)))
+            .wait(
+                WaitRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+                &ttrpc_client::CallOptions::with_timeout(Duration::from_millis(20)),
+            )
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::DEADLINE_EXCEEDED);
     }
     // Shutdown with a live container does nothing.
-    shim.task.shutdown(ShutdownRequest::default(), &opts()).await.unwrap();
+    shim.task
+        .shutdown(ShutdownRequest::default(), &opts())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(shim.alive(), "a shim with a container must not exit on Shutdown");
-    shim.task.kill(KillRequest { id: id.clone(), signal: 9, ..Default::default() }, &opts()).await.unwrap();
+    assert!(
+        shim.alive(),
+        "a shim with a container must not exit on Shutdown"
+    );
+    shim.task
+        .kill(
+            KillRequest {
+                id: id.clone(),
+                signal: 9,
+                ..Default::default()
+            },
+            &opts(),
+        )
+        .await
+        .unwrap();
     assert_eq!(wait_exit(&shim, &id, "").await, 137);
     delete(&shim, &id, "").await.unwrap();
     shim.shutdown().await;

@@ -16,7 +16,10 @@ const SIZE: usize = 1 << 20;
 
 /// Sequential server: read a request, write its 1 MiB response (an echo), then the next.
 /// Reports each request it finished serving on `served`.
-fn sequential_echo_server(peer: Peer, served_tx: std::sync::mpsc::Sender<usize>) -> std::thread::JoinHandle<usize> {
+fn sequential_echo_server(
+    peer: Peer,
+    served_tx: std::sync::mpsc::Sender<usize>,
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let peer = peer; // the whole peer (and its temp dir) lives as long as the server
         let (mut s, _) = peer.listener.accept().unwrap();
@@ -59,7 +62,9 @@ fn naive_single_loop_client_deadlocks() {
         small_buffers(&s);
         let _ = tx.send("connected");
         for i in 0..CALLS {
-            if s.write_all(&request_frame(2 * i as u32 + 1, payload(i))).is_err() {
+            if s.write_all(&request_frame(2 * i as u32 + 1, payload(i)))
+                .is_err()
+            {
                 break;
             }
         }
@@ -74,7 +79,10 @@ fn naive_single_loop_client_deadlocks() {
         rx.recv_timeout(Duration::from_secs(3)).is_err(),
         "the naive client was expected to deadlock; the scenario no longer proves anything"
     );
-    assert!(served_rx.try_recv().is_err(), "the server finished a response: not deadlocked");
+    assert!(
+        served_rx.try_recv().is_err(),
+        "the server finished a response: not deadlocked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +98,14 @@ async fn split_client_finishes_every_call() {
     let mut calls = Vec::new();
     for i in 0..CALLS {
         let (client, opts) = (client.clone(), opts.clone());
-        calls.push(tokio::spawn(async move { (i, client.call_raw("test.Echo", "Echo", payload(i), &opts).await) }));
+        calls.push(tokio::spawn(async move {
+            (
+                i,
+                client
+                    .call_raw("test.Echo", "Echo", payload(i), &opts)
+                    .await,
+            )
+        }));
     }
     for call in calls {
         let (i, result) = call.await.unwrap();

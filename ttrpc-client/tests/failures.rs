@@ -41,7 +41,9 @@ async fn expired_and_dropped_calls_leave_nothing_behind() {
     let peer = Peer::bind();
     let address = peer.address();
     silent_server(peer);
-    let client = Client::connect(&address, Duration::from_secs(5)).await.unwrap();
+    let client = Client::connect(&address, Duration::from_secs(5))
+        .await
+        .unwrap();
     let opts = CallOptions::with_timeout(Duration::from_millis(20));
     // Warm up (runtime, channel and map capacity), then measure.
     for _ in 0..100 {
@@ -53,7 +55,9 @@ async fn expired_and_dropped_calls_leave_nothing_behind() {
         let mut calls = Vec::new();
         for _ in 0..1000 {
             let (client, opts) = (client.clone(), opts.clone());
-            calls.push(tokio::spawn(async move { client.call_raw("s", "m", vec![0; 64], &opts).await }));
+            calls.push(tokio::spawn(async move {
+                client.call_raw("s", "m", vec![0; 64], &opts).await
+            }));
         }
         for c in calls {
             let e = c.await.unwrap().unwrap_err();
@@ -63,14 +67,22 @@ async fn expired_and_dropped_calls_leave_nothing_behind() {
     // Dropped before their deadline: the drop guard removes them too.
     for _ in 0..1000 {
         let long = CallOptions::with_timeout(Duration::from_secs(60));
-        let _ = tokio::time::timeout(Duration::from_millis(1), client.call_raw("s", "m", vec![0; 64], &long)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(1),
+            client.call_raw("s", "m", vec![0; 64], &long),
+        )
+        .await;
     }
     assert_eq!(client.pending_calls(), 0, "pending entries left behind");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = LIVE.load(Ordering::Relaxed);
     // Slack: the write queue may hold frames of calls that already gave up (bounded by its
     // capacity) and the map keeps its capacity.
-    assert!(after - before < 256 * 1024, "live heap grew by {} bytes over 11,000 abandoned calls", after - before);
+    assert!(
+        after - before < 256 * 1024,
+        "live heap grew by {} bytes over 11,000 abandoned calls",
+        after - before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,22 +99,33 @@ async fn lost_connection_fails_every_pending_call_at_once() {
         got_tx.send(()).unwrap();
         // Dropping the socket closes it with 10 calls pending.
     });
-    let client = Client::connect(&address, Duration::from_secs(5)).await.unwrap();
+    let client = Client::connect(&address, Duration::from_secs(5))
+        .await
+        .unwrap();
     let opts = CallOptions::with_timeout(Duration::from_secs(60));
     let mut calls = Vec::new();
     for _ in 0..10 {
         let (client, opts) = (client.clone(), opts.clone());
-        calls.push(tokio::spawn(async move { client.call_raw("s", "m", vec![1], &opts).await }));
+        calls.push(tokio::spawn(async move {
+            client.call_raw("s", "m", vec![1], &opts).await
+        }));
     }
     let started = Instant::now();
     for c in calls {
         assert_eq!(c.await.unwrap().unwrap_err().code(), Code::UNAVAILABLE);
     }
-    assert!(started.elapsed() < Duration::from_secs(10), "pending calls were not failed promptly");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "pending calls were not failed promptly"
+    );
     got_rx.recv_timeout(Duration::from_secs(1)).unwrap();
     assert!(client.is_closed());
     let e = client.call_raw("s", "m", vec![1], &opts).await.unwrap_err();
-    assert_eq!(e.code(), Code::UNAVAILABLE, "a call on a closed connection fails fast");
+    assert_eq!(
+        e.code(),
+        Code::UNAVAILABLE,
+        "a call on a closed connection fails fast"
+    );
     assert_eq!(client.pending_calls(), 0);
 }
 
@@ -124,14 +147,16 @@ async fn reconnecting_client_survives_a_server_restart() {
     let opts = CallOptions::with_timeout(Duration::from_secs(5));
     let empty = protobuf::well_known_types::empty::Empty::new();
     let first = serve_one(path.clone());
-    let r: ttrpc_client::Result<protobuf::well_known_types::empty::Empty> = client.call("s", "m", &empty, &opts).await;
+    let r: ttrpc_client::Result<protobuf::well_known_types::empty::Empty> =
+        client.call("s", "m", &empty, &opts).await;
     r.expect("first server answers");
     first.join().unwrap();
     // containerd restarted: same path, new server. The client reconnects by itself.
     let second = serve_one(path.clone());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r: ttrpc_client::Result<protobuf::well_known_types::empty::Empty> = client.call("s", "m", &empty, &opts).await;
+        let r: ttrpc_client::Result<protobuf::well_known_types::empty::Empty> =
+            client.call("s", "m", &empty, &opts).await;
         match r {
             Ok(_) => break,
             Err(e) => {
@@ -157,8 +182,17 @@ fn hostile(reply: impl FnOnce(&mut std::os::unix::net::UnixStream, u32) + Send +
 }
 
 async fn call_once(peer: &Peer) -> ttrpc_client::Result<Vec<u8>> {
-    let client = Client::connect(&peer.address(), Duration::from_secs(5)).await.unwrap();
-    client.call_raw("s", "m", vec![7], &CallOptions::with_timeout(Duration::from_secs(5))).await
+    let client = Client::connect(&peer.address(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    client
+        .call_raw(
+            "s",
+            "m",
+            vec![7],
+            &CallOptions::with_timeout(Duration::from_secs(5)),
+        )
+        .await
 }
 
 #[tokio::test]
@@ -174,7 +208,10 @@ async fn oversized_frame_fails_the_connection_without_allocating_it() {
     let e = call_once(&peer).await.unwrap_err();
     assert_eq!(e.code(), Code::UNAVAILABLE);
     assert!(e.message().contains("exceeds"), "{e}");
-    assert!(LIVE.load(Ordering::Relaxed) - before < 1 << 20, "the claimed 4 GiB was allocated");
+    assert!(
+        LIVE.load(Ordering::Relaxed) - before < 1 << 20,
+        "the claimed 4 GiB was allocated"
+    );
 }
 
 #[tokio::test]

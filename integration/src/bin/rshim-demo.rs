@@ -14,27 +14,55 @@ fn step(what: &str, out: &rshim_integration::ctr::Output) -> anyhow::Result<()> 
         println!("    {line}");
     }
     if out.code != Some(0) {
-        anyhow::bail!("{what} failed (exit {:?}, timed out: {})", out.code, out.timed_out);
+        anyhow::bail!(
+            "{what} failed (exit {:?}, timed out: {})",
+            out.code,
+            out.timed_out
+        );
     }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
-    let runtime = match std::env::args().skip_while(|a| a != "--runtime").nth(1).as_deref() {
+    let runtime = match std::env::args()
+        .skip_while(|a| a != "--runtime")
+        .nth(1)
+        .as_deref()
+    {
         Some("go") => Runtime::Go,
         _ => Runtime::Rshim,
     };
     let rt = runtime.runtime_type();
     println!("starting a private containerd (runtime under demo: {rt})");
     let c = PrivateContainerd::start(Options::default())?;
-    println!("containerd at {}; importing a locally built busybox image", c.address);
+    println!(
+        "containerd at {}; importing a locally built busybox image",
+        c.address
+    );
     c.import_busybox()?;
     let events = EventCapture::start(&c.address)?;
     let id = "demo";
-    step("ctr run -d busybox demo sleep 1000", &c.ctr(&["run", "-d", "--runtime", rt, IMAGE, id, "sleep", "1000"]))?;
-    step("ctr task exec demo echo hello from exec", &c.ctr(&["task", "exec", "--exec-id", "hello", id, "echo", "hello from exec"]))?;
+    step(
+        "ctr run -d busybox demo sleep 1000",
+        &c.ctr(&["run", "-d", "--runtime", rt, IMAGE, id, "sleep", "1000"]),
+    )?;
+    step(
+        "ctr task exec demo echo hello from exec",
+        &c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            "hello",
+            id,
+            "echo",
+            "hello from exec",
+        ]),
+    )?;
     step("ctr task ps demo", &c.ctr(&["task", "ps", id]))?;
-    step("ctr task kill -s SIGKILL demo", &c.ctr(&["task", "kill", "-s", "SIGKILL", id]))?;
+    step(
+        "ctr task kill -s SIGKILL demo",
+        &c.ctr(&["task", "kill", "-s", "SIGKILL", id]),
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     step("ctr task ls", &c.ctr(&["task", "ls"]))?;
     step("ctr task delete demo", &c.ctr(&["task", "delete", id]))?;

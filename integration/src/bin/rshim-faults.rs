@@ -31,7 +31,9 @@ struct Usage {
 }
 
 fn usage(pid: i32) -> Usage {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| -> u64 {
         status
@@ -41,27 +43,55 @@ fn usage(pid: i32) -> Usage {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    Usage { fds, threads: field("Threads:") as usize, rss_kib: field("VmRSS:") }
+    Usage {
+        fds,
+        threads: field("Threads:") as usize,
+        rss_kib: field("VmRSS:"),
+    }
 }
 
 fn shim_client_address(c: &PrivateContainerd, id: &str) -> String {
-    std::fs::read_to_string(c.bundle(id).join("address")).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(c.bundle(id).join("address"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 async fn connect(address: &str) -> anyhow::Result<TaskClient> {
-    let client = Client::connect(address, Duration::from_secs(5)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = Client::connect(address, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(TaskClient::new(client, TaskClient::V2))
 }
 
 /// Class 1: a process that cannot exit (paused, SIGTERM ignored by pid 1) and clients that
 /// retry Kill + Wait + Delete with 100 ms deadlines or drop their connection.
-async fn storm(c: &PrivateContainerd, events: &EventCapture, rt: Runtime, rounds: usize) -> anyhow::Result<(String, bool)> {
+async fn storm(
+    c: &PrivateContainerd,
+    events: &EventCapture,
+    rt: Runtime,
+    rounds: usize,
+) -> anyhow::Result<(String, bool)> {
     let id = format!("storm-{}", rt.name());
-    let out = c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]);
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        rt.runtime_type(),
+        IMAGE,
+        &id,
+        "sleep",
+        "100000",
+    ]);
     anyhow::ensure!(out.code == Some(0), "run: {}", out.stderr);
-    let pid = c.shim_of(&id).ok_or_else(|| anyhow::anyhow!("no shim for {id}"))?;
+    let pid = c
+        .shim_of(&id)
+        .ok_or_else(|| anyhow::anyhow!("no shim for {id}"))?;
     let address = shim_client_address(c, &id);
-    anyhow::ensure!(c.ctr(&["task", "pause", &id]).code == Some(0), "pause failed");
+    anyhow::ensure!(
+        c.ctr(&["task", "pause", &id]).code == Some(0),
+        "pause failed"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = usage(pid);
 
@@ -71,7 +101,14 @@ async fn storm(c: &PrivateContainerd, events: &EventCapture, rt: Runtime, rounds
     let long = CallOptions::with_timeout(Duration::from_secs(120));
     let mut waits = Vec::new();
     for _ in 0..HELD {
-        let (held, long, req) = (held.clone(), long.clone(), WaitRequest { id: id.clone(), ..Default::default() });
+        let (held, long, req) = (
+            held.clone(),
+            long.clone(),
+            WaitRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+        );
         waits.push(tokio::spawn(async move {
             let _ = held.wait(req, &long).await;
         }));
@@ -98,20 +135,53 @@ async fn storm(c: &PrivateContainerd, events: &EventCapture, rt: Runtime, rounds
                 break;
             }
             let (id, address, short) = (id.clone(), address.clone(), short.clone());
-            let client = if round % 2 == 0 { Some(TaskClient::new(shared_client(&shared), TaskClient::V2)) } else { None };
+            let client = if round % 2 == 0 {
+                Some(TaskClient::new(shared_client(&shared), TaskClient::V2))
+            } else {
+                None
+            };
             jobs.push(tokio::spawn(async move {
-                let t = match client { Some(t) => t, None => connect(&address).await.expect("connect") };
+                let t = match client {
+                    Some(t) => t,
+                    None => connect(&address).await.expect("connect"),
+                };
                 let t0 = Instant::now();
                 let (k, w, d) = tokio::join!(
-                    t.kill(KillRequest { id: id.clone(), signal: 15, ..Default::default() }, &short),
-                    t.wait(WaitRequest { id: id.clone(), ..Default::default() }, &short),
-                    t.delete(DeleteRequest { id: id.clone(), ..Default::default() }, &short),
+                    t.kill(
+                        KillRequest {
+                            id: id.clone(),
+                            signal: 15,
+                            ..Default::default()
+                        },
+                        &short
+                    ),
+                    t.wait(
+                        WaitRequest {
+                            id: id.clone(),
+                            ..Default::default()
+                        },
+                        &short
+                    ),
+                    t.delete(
+                        DeleteRequest {
+                            id: id.clone(),
+                            ..Default::default()
+                        },
+                        &short
+                    ),
                 );
                 let name = |r: Result<(), ttrpc_client::Error>| match r {
                     Ok(()) => "OK".to_string(),
                     Err(e) => format!("{:?}", e.code()),
                 };
-                (t0.elapsed(), [name(k.map(|_| ())), name(w.map(|_| ())), name(d.map(|_| ()))])
+                (
+                    t0.elapsed(),
+                    [
+                        name(k.map(|_| ())),
+                        name(w.map(|_| ())),
+                        name(d.map(|_| ())),
+                    ],
+                )
             }));
         }
         for j in jobs {
@@ -135,13 +205,39 @@ async fn storm(c: &PrivateContainerd, events: &EventCapture, rt: Runtime, rounds
     let after = usage(pid);
 
     // Thaw: the process dies, one exit, status 137.
-    anyhow::ensure!(c.ctr(&["task", "resume", &id]).code == Some(0), "resume failed");
+    anyhow::ensure!(
+        c.ctr(&["task", "resume", &id]).code == Some(0),
+        "resume failed"
+    );
     let t = connect(&address).await?;
     let ok = CallOptions::with_timeout(Duration::from_secs(30));
-    t.kill(KillRequest { id: id.clone(), signal: 9, ..Default::default() }, &ok).await.map_err(|e| anyhow::anyhow!("kill: {e}"))?;
-    let status = t.wait(WaitRequest { id: id.clone(), ..Default::default() }, &ok).await.map_err(|e| anyhow::anyhow!("wait: {e}"))?.exit_status;
+    t.kill(
+        KillRequest {
+            id: id.clone(),
+            signal: 9,
+            ..Default::default()
+        },
+        &ok,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("kill: {e}"))?;
+    let status = t
+        .wait(
+            WaitRequest {
+                id: id.clone(),
+                ..Default::default()
+            },
+            &ok,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("wait: {e}"))?
+        .exit_status;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let exits = events.topics_for(&id).iter().filter(|t| *t == "/tasks/exit").count();
+    let exits = events
+        .topics_for(&id)
+        .iter()
+        .filter(|t| *t == "/tasks/exit")
+        .count();
     let _ = c.ctr(&["task", "delete", &id]);
     let _ = c.ctr(&["containers", "rm", &id]);
 
@@ -201,13 +297,23 @@ fn flood_wrapper(dir: &std::path::Path, subcommand: &str) -> anyhow::Result<Stri
 }
 
 /// How each shim is told to use another runc binary.
-fn runc_binary_args(c: &PrivateContainerd, rt: Runtime, binary: &str) -> anyhow::Result<Vec<String>> {
+fn runc_binary_args(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    binary: &str,
+) -> anyhow::Result<Vec<String>> {
     Ok(match rt {
         Runtime::Go => vec!["--runc-binary".into(), binary.into()],
         Runtime::Rshim => {
-            let toml = c.dir.path().join(format!("opts-{}.toml", binary.rsplit('-').next().unwrap_or("x")));
+            let toml = c.dir.path().join(format!(
+                "opts-{}.toml",
+                binary.rsplit('-').next().unwrap_or("x")
+            ));
             std::fs::write(&toml, format!("BinaryName = \"{binary}\"\n"))?;
-            vec!["--runtime-config-path".into(), toml.to_string_lossy().into_owned()]
+            vec![
+                "--runtime-config-path".into(),
+                toml.to_string_lossy().into_owned(),
+            ]
         }
     })
 }
@@ -218,18 +324,43 @@ fn stdio_flood(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bo
     const HANG_BOUND: Duration = Duration::from_secs(20);
     let describe = |out: &ctr::Output, want: &str| -> (String, bool) {
         if out.timed_out {
-            (format!("HUNG (killed after {}s)", HANG_BOUND.as_secs()), false)
+            (
+                format!("HUNG (killed after {}s)", HANG_BOUND.as_secs()),
+                false,
+            )
         } else if out.stderr == want {
-            (format!("exit {:?}, 1 MiB + output byte-exact", out.code), true)
+            (
+                format!("exit {:?}, 1 MiB + output byte-exact", out.code),
+                true,
+            )
         } else {
-            (format!("exit {:?}, stderr {} bytes (want {})", out.code, out.stderr.len(), want.len()), false)
+            (
+                format!(
+                    "exit {:?}, stderr {} bytes (want {})",
+                    out.code,
+                    out.stderr.len(),
+                    want.len()
+                ),
+                false,
+            )
         }
     };
     let create_flood = flood_wrapper(c.dir.path(), "create")?;
     let id = format!("flood-run-{}", rt.name());
-    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--runtime".into(), rt.runtime_type().into()];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--runtime".into(),
+        rt.runtime_type().into(),
+    ];
     args.extend(runc_binary_args(c, rt, &create_flood)?);
-    args.extend([IMAGE.to_string(), id.clone(), "sh".into(), "-c".into(), "echo done >&2".into()]);
+    args.extend([
+        IMAGE.to_string(),
+        id.clone(),
+        "sh".into(),
+        "-c".into(),
+        "echo done >&2".into(),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = c.ctr_with(&refs, None, HANG_BOUND);
     let (run_text, run_ok) = describe(&run, &flood_then("done\n"));
@@ -239,15 +370,41 @@ fn stdio_flood(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bo
 
     let exec_flood = flood_wrapper(c.dir.path(), "exec")?;
     let id = format!("flood-exec-{}", rt.name());
-    let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--runtime".into(), rt.runtime_type().into()];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--runtime".into(),
+        rt.runtime_type().into(),
+    ];
     args.extend(runc_binary_args(c, rt, &exec_flood)?);
-    args.extend([IMAGE.to_string(), id.clone(), "sleep".into(), "100000".into()]);
+    args.extend([
+        IMAGE.to_string(),
+        id.clone(),
+        "sleep".into(),
+        "100000".into(),
+    ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     anyhow::ensure!(c.ctr(&refs).code == Some(0), "run -d failed");
-    let exec = c.ctr_with(&["task", "exec", "--exec-id", "flood", &id, "sh", "-c", "echo done >&2"], None, HANG_BOUND);
+    let exec = c.ctr_with(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "flood",
+            &id,
+            "sh",
+            "-c",
+            "echo done >&2",
+        ],
+        None,
+        HANG_BOUND,
+    );
     let (exec_text, exec_ok) = describe(&exec, &flood_then("done\n"));
     cleanup_hung(c, &id);
-    Ok((format!("ctr run: {run_text}; ctr task exec: {exec_text}"), run_ok && exec_ok))
+    Ok((
+        format!("ctr run: {run_text}; ctr task exec: {exec_text}"),
+        run_ok && exec_ok,
+    ))
 }
 
 /// Removes a container whose shim may be stuck: kill the shim, then let containerd clean up.
@@ -265,9 +422,21 @@ fn cleanup_hung(c: &PrivateContainerd, id: &str) {
 /// forwarded once it is back, the shims must survive, and a running container's stdio must
 /// keep working (an exec's output arrives).
 fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
-    let (dies, lives) = (format!("restart-{}-dies", rt.name()), format!("restart-{}-lives", rt.name()));
+    let (dies, lives) = (
+        format!("restart-{}-dies", rt.name()),
+        format!("restart-{}-lives", rt.name()),
+    );
     for id in [&dies, &lives] {
-        let out = c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, id, "sleep", "100000"]);
+        let out = c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt.runtime_type(),
+            IMAGE,
+            id,
+            "sleep",
+            "100000",
+        ]);
         anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
     }
     let ls = c.ctr(&["task", "ls"]).stdout;
@@ -282,7 +451,9 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
     // The exit happens while containerd is down: its event cannot be delivered now.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     std::thread::sleep(Duration::from_secs(3));
-    let log_before = std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default().len();
+    let log_before = std::fs::read_to_string(c.dir.path().join("containerd.log"))
+        .unwrap_or_default()
+        .len();
     c.restart()?;
     let mut forwarded = 0;
     for _ in 0..100 {
@@ -296,8 +467,18 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let shims_alive = shims.iter().all(|p| p.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()));
-    let exec = c.ctr(&["task", "exec", "--exec-id", "after", &lives, "echo", "still flowing"]);
+    let shims_alive = shims.iter().all(|p| {
+        p.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+    });
+    let exec = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        &lives,
+        "echo",
+        "still flowing",
+    ]);
     let status = c.ctr(&["task", "ls"]).stdout;
     let state_of = |id: &str| {
         status
@@ -315,7 +496,11 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
         let _ = c.ctr(&["containers", "rm", id]);
     }
     let exec_ok = exec.code == Some(0) && exec.stdout == "still flowing\n";
-    let pass = forwarded == 1 && shims_alive && exec_ok && dead_state == "STOPPED" && live_state == "RUNNING";
+    let pass = forwarded == 1
+        && shims_alive
+        && exec_ok
+        && dead_state == "STOPPED"
+        && live_state == "RUNNING";
     Ok((
         format!(
             "exit during the restart forwarded after it: {forwarded}×; shims alive: {shims_alive}; states {dead_state}/{live_state}; exec after restart: {}",
@@ -328,13 +513,22 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
 /// Whether the shim serving `id` still answers a well-formed Connect.
 fn still_serving(c: &PrivateContainerd, id: &str) -> anyhow::Result<bool> {
     let address = shim_client_address(c, id);
-    let req = containerd_shim_protos::api::ConnectRequest { id: id.to_string(), ..Default::default() };
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
-        match connect(&address).await {
-            Ok(t) => t.connect(req, &CallOptions::with_timeout(Duration::from_secs(5))).await.is_ok(),
-            Err(_) => false,
-        }
-    }))
+    let req = containerd_shim_protos::api::ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            match connect(&address).await {
+                Ok(t) => t
+                    .connect(req, &CallOptions::with_timeout(Duration::from_secs(5)))
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        }))
 }
 
 /// Kills and removes a container (best effort).
@@ -365,7 +559,9 @@ fn raw_frame(stream_id: u32, kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 fn socket_of(c: &PrivateContainerd, id: &str) -> String {
-    shim_client_address(c, id).trim_start_matches("unix://").to_string()
+    shim_client_address(c, id)
+        .trim_start_matches("unix://")
+        .to_string()
 }
 
 /// Reads one response frame (bounded by the socket's timeout); its status code.
@@ -389,7 +585,21 @@ fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     use nix::sys::socket::{setsockopt, sockopt};
     use std::io::Write;
     let id = format!("srv-{}", rt.name());
-    anyhow::ensure!(c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]).code == Some(0), "run");
+    anyhow::ensure!(
+        c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt.runtime_type(),
+            IMAGE,
+            &id,
+            "sleep",
+            "100000"
+        ])
+        .code
+            == Some(0),
+        "run"
+    );
     let path = socket_of(c, &id);
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -402,10 +612,18 @@ fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
             s.set_read_timeout(Some(Duration::from_secs(20)))?;
             s.set_write_timeout(Some(Duration::from_secs(20)))?;
             use protobuf::Message;
-            let req = containerd_shim_protos::api::StateRequest { id: big_id, ..Default::default() };
+            let req = containerd_shim_protos::api::StateRequest {
+                id: big_id,
+                ..Default::default()
+            };
             let payload = req.write_to_bytes().map_err(std::io::Error::other)?;
             for i in 0..64u32 {
-                s.write_all(&frame(2 * i + 1, "containerd.task.v2.Task", "State", payload.clone()))?;
+                s.write_all(&frame(
+                    2 * i + 1,
+                    "containerd.task.v2.Task",
+                    "State",
+                    payload.clone(),
+                ))?;
             }
             let mut answered = 0;
             for _ in 0..64 {
@@ -416,15 +634,23 @@ fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
         };
         let _ = tx.send(run());
     });
-    let result = rx.recv_timeout(Duration::from_secs(45)).unwrap_or_else(|_| Err(std::io::Error::other("no answer in 45 s")));
+    let result = rx
+        .recv_timeout(Duration::from_secs(45))
+        .unwrap_or_else(|_| Err(std::io::Error::other("no answer in 45 s")));
     let took = started.elapsed();
     let still_serving = still_serving(c, &id)?;
     remove(c, &id);
     let (text, ok) = match result {
-        Ok(n) => (format!("{n}/64 answered in {} ms", took.as_millis()), n == 64),
+        Ok(n) => (
+            format!("{n}/64 answered in {} ms", took.as_millis()),
+            n == 64,
+        ),
         Err(e) => (format!("stuck: {e} after {} ms", took.as_millis()), false),
     };
-    Ok((format!("{text}; serving afterwards: {still_serving}"), ok && still_serving))
+    Ok((
+        format!("{text}; serving afterwards: {still_serving}"),
+        ok && still_serving,
+    ))
 }
 
 /// Hostile clients on the shim's socket: the shim answers or closes the bad connection, never
@@ -434,7 +660,21 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     let id = format!("hostile-{}", rt.name());
-    anyhow::ensure!(c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, &id, "sleep", "100000"]).code == Some(0), "run");
+    anyhow::ensure!(
+        c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt.runtime_type(),
+            IMAGE,
+            &id,
+            "sleep",
+            "100000"
+        ])
+        .code
+            == Some(0),
+        "run"
+    );
     let pid = c.shim_of(&id).ok_or_else(|| anyhow::anyhow!("no shim"))?;
     let path = socket_of(c, &id);
     std::thread::sleep(Duration::from_millis(300));
@@ -452,24 +692,49 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     }
     for (what, bytes) in [
         ("garbage", garbage),
-        ("oversized", { let mut f = u32::MAX.to_be_bytes().to_vec(); f.extend_from_slice(&[0, 0, 0, 1, 1, 0]); f }),
-        ("truncated", frame(1, "containerd.task.v2.Task", "State", vec![0; 100])[..40].to_vec()),
+        ("oversized", {
+            let mut f = u32::MAX.to_be_bytes().to_vec();
+            f.extend_from_slice(&[0, 0, 0, 1, 1, 0]);
+            f
+        }),
+        (
+            "truncated",
+            frame(1, "containerd.task.v2.Task", "State", vec![0; 100])[..40].to_vec(),
+        ),
     ] {
         let mut s = open()?;
         let _ = s.write_all(&bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
-        notes.push(format!("{what}: {}", match read_status(&mut s) { Ok((_, code)) => format!("status {code}"), Err(_) => "closed".into() }));
+        notes.push(format!(
+            "{what}: {}",
+            match read_status(&mut s) {
+                Ok((_, code)) => format!("status {code}"),
+                Err(_) => "closed".into(),
+            }
+        ));
     }
     // Well-framed nonsense: unknown service, unknown method, malformed protobuf.
     for (what, service, method, payload) in [
         ("unknown service", "no.such.Service", "State", vec![]),
-        ("unknown method", "containerd.task.v2.Task", "NoSuchMethod", vec![]),
-        ("malformed protobuf", "containerd.task.v2.Task", "Create", vec![0xff; 16]),
+        (
+            "unknown method",
+            "containerd.task.v2.Task",
+            "NoSuchMethod",
+            vec![],
+        ),
+        (
+            "malformed protobuf",
+            "containerd.task.v2.Task",
+            "Create",
+            vec![0xff; 16],
+        ),
     ] {
         let mut s = open()?;
         s.write_all(&frame(1, service, method, payload))?;
         let code = match read_status(&mut s) {
-            Ok((_, code)) => <ttrpc::proto::Code as protobuf::Enum>::from_i32(code).map(|c| format!("{c:?}")).unwrap_or(code.to_string()),
+            Ok((_, code)) => <ttrpc::proto::Code as protobuf::Enum>::from_i32(code)
+                .map(|c| format!("{c:?}"))
+                .unwrap_or(code.to_string()),
             Err(e) => format!("no answer ({e})"),
         };
         notes.push(format!("{what}: {code}"));
@@ -482,7 +747,9 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     // same socket through a hard link in an open directory, with the inode's mode opened up:
     // only the peer-credential check is left to refuse it.
     use std::os::unix::fs::PermissionsExt;
-    let probe_dir = tempfile::Builder::new().prefix("rsh-probe").tempdir_in("/tmp")?;
+    let probe_dir = tempfile::Builder::new()
+        .prefix("rsh-probe")
+        .tempdir_in("/tmp")?;
     std::fs::set_permissions(probe_dir.path(), std::fs::Permissions::from_mode(0o755))?;
     let link = probe_dir.path().join("shim.sock");
     std::fs::hard_link(&path, &link)?;
@@ -490,8 +757,16 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o666))?;
     let connect_frame = {
         use protobuf::Message;
-        let req = containerd_shim_protos::api::ConnectRequest { id: id.clone(), ..Default::default() };
-        hex_string(&frame(1, "containerd.task.v2.Task", "Connect", req.write_to_bytes().unwrap_or_default()))
+        let req = containerd_shim_protos::api::ConnectRequest {
+            id: id.clone(),
+            ..Default::default()
+        };
+        hex_string(&frame(
+            1,
+            "containerd.task.v2.Task",
+            "Connect",
+            req.write_to_bytes().unwrap_or_default(),
+        ))
     };
     let py = format!(
         "import socket\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect({:?})\ns.sendall(bytes.fromhex({connect_frame:?}))\ntry:\n  d=s.recv(10)\nexcept Exception:\n  d=b''\nprint('answered' if d else 'refused')\n",
@@ -499,13 +774,33 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     );
     let other_uid = ctr::run(
         "setpriv",
-        &["--reuid=65534".into(), "--regid=65534".into(), "--clear-groups".into(), "/usr/bin/python3".into(), "-c".into(), py],
+        &[
+            "--reuid=65534".into(),
+            "--regid=65534".into(),
+            "--clear-groups".into(),
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            py,
+        ],
         None,
         Duration::from_secs(10),
     );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     drop(probe_dir);
-    notes.push(format!("uid 65534: {}", if other_uid.stdout.trim().is_empty() { other_uid.stderr.trim().lines().last().unwrap_or("no output").to_string() } else { other_uid.stdout.trim().to_string() }));
+    notes.push(format!(
+        "uid 65534: {}",
+        if other_uid.stdout.trim().is_empty() {
+            other_uid
+                .stderr
+                .trim()
+                .lines()
+                .last()
+                .unwrap_or("no output")
+                .to_string()
+        } else {
+            other_uid.stdout.trim().to_string()
+        }
+    ));
     std::thread::sleep(Duration::from_millis(500));
     let after = usage(pid);
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
@@ -514,7 +809,12 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String
     let refused = other_uid.stdout.trim() == "refused";
     let pass = alive && serving && after.fds <= before.fds + 2 && refused;
     Ok((
-        format!("{}; alive: {alive}, serving: {serving}, fds {}→{}", notes.join(", "), before.fds, after.fds),
+        format!(
+            "{}; alive: {alive}, serving: {serving}, fds {}→{}",
+            notes.join(", "),
+            before.fds,
+            after.fds
+        ),
         pass,
     ))
 }
@@ -527,14 +827,31 @@ fn hex_string(b: &[u8]) -> String {
 /// containerd gone, and the `delete` action run from a new mount namespace (as a restarted
 /// containerd would). Afterwards the rootfs must be mounted nowhere.
 fn mount_namespaces(rt: Runtime) -> anyhow::Result<(String, bool)> {
-    let mut c = PrivateContainerd::start(Options { slave_mount_namespace: true, ..Default::default() })?;
+    let mut c = PrivateContainerd::start(Options {
+        slave_mount_namespace: true,
+        ..Default::default()
+    })?;
     c.import_busybox()?;
-    let (victim, other) = (format!("mnt-{}-a", rt.name()), format!("mnt-{}-b", rt.name()));
+    let (victim, other) = (
+        format!("mnt-{}-a", rt.name()),
+        format!("mnt-{}-b", rt.name()),
+    );
     for id in [&victim, &other] {
-        let out = c.ctr(&["run", "-d", "--runtime", rt.runtime_type(), IMAGE, id, "sleep", "100000"]);
+        let out = c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt.runtime_type(),
+            IMAGE,
+            id,
+            "sleep",
+            "100000",
+        ]);
         anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
     }
-    let shim = c.shim_of(&victim).ok_or_else(|| anyhow::anyhow!("no shim"))?;
+    let shim = c
+        .shim_of(&victim)
+        .ok_or_else(|| anyhow::anyhow!("no shim"))?;
     let bundle = c.bundle(&victim);
     let rootfs = bundle.join("rootfs");
     let mounted_before = holders(&rootfs).len();
@@ -543,14 +860,20 @@ fn mount_namespaces(rt: Runtime) -> anyhow::Result<(String, bool)> {
     std::thread::sleep(Duration::from_millis(300));
     let binary = match rt {
         Runtime::Go => "/usr/bin/containerd-shim-runc-v2".to_string(),
-        Runtime::Rshim => rshim_integration::containerd::rshim_bin_dir().join("containerd-shim-rshim-v2").to_string_lossy().into_owned(),
+        Runtime::Rshim => rshim_integration::containerd::rshim_bin_dir()
+            .join("containerd-shim-rshim-v2")
+            .to_string_lossy()
+            .into_owned(),
     };
     let bundle_s = bundle.to_string_lossy().into_owned();
     let script = format!(
         "cd {bundle_s} && exec {binary} -namespace {NAMESPACE} -address {} -publish-binary /usr/bin/containerd -id {victim} -bundle {bundle_s} delete",
         c.address
     );
-    let args: Vec<String> = ["-m", "--propagation", "slave", "sh", "-c", &script].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = ["-m", "--propagation", "slave", "sh", "-c", &script]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let out = ctr::run("unshare", &args, None, Duration::from_secs(60));
     let left = holders(&rootfs);
     let pass = out.code == Some(0) && mounted_before > 0 && left.is_empty();
@@ -559,7 +882,11 @@ fn mount_namespaces(rt: Runtime) -> anyhow::Result<(String, bool)> {
         out.code,
         mounted_before,
         left.len(),
-        if left.is_empty() { String::new() } else { format!(" (held by pids {left:?})") }
+        if left.is_empty() {
+            String::new()
+        } else {
+            format!(" (held by pids {left:?})")
+        }
     );
     drop(c);
     Ok((text, pass))
@@ -571,13 +898,20 @@ fn holders(path: &std::path::Path) -> Vec<i32> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/mnt")) else {
+            continue;
+        };
         if !seen.insert(ns) {
             continue;
         }
         let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
-        if info.lines().any(|l| l.split(' ').nth(4) == Some(target.as_str())) {
+        if info
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        {
             out.push(pid);
         }
     }
@@ -590,10 +924,17 @@ fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(2000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let mut rows = Vec::new();
     // `--flood-loop N`: only scenario 3 against rshim, N times (to chase an intermittent).
-    if let Some(n) = std::env::args().skip_while(|a| a != "--flood-loop").nth(1).and_then(|n| n.parse::<usize>().ok()) {
+    if let Some(n) = std::env::args()
+        .skip_while(|a| a != "--flood-loop")
+        .nth(1)
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         let c = PrivateContainerd::start(Options::default())?;
         c.import_busybox()?;
         let mut failed = 0;
@@ -602,8 +943,16 @@ fn main() -> anyhow::Result<()> {
             if !ok {
                 failed += 1;
                 println!("run {i}: {text}");
-                let log = std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default();
-                for l in log.lines().filter(|l| l.contains("drained") || l.contains("held past") || l.contains("level=warn") || l.contains("level=error")) { println!("{l}"); }
+                let log = std::fs::read_to_string(c.dir.path().join("containerd.log"))
+                    .unwrap_or_default();
+                for l in log.lines().filter(|l| {
+                    l.contains("drained")
+                        || l.contains("held past")
+                        || l.contains("level=warn")
+                        || l.contains("level=error")
+                }) {
+                    println!("{l}");
+                }
             }
         }
         println!("flood loop: {} passed, {failed} failed", n - failed);
@@ -626,27 +975,68 @@ fn main() -> anyhow::Result<()> {
             rshim_pass: results[1].1,
         });
         let go = stdio_flood(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = stdio_flood(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row { scenario: "3 runc stdio flood (1 MiB before runc)", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
-        let go = server_deadlock(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = server_deadlock(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row { scenario: "2 pipelined 64 x 1 MiB requests, 4 KiB buffers", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
-        let go = hostile_clients(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = hostile_clients(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row { scenario: "8 hostile clients on the shim socket", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+        let rshim =
+            stdio_flood(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "3 runc stdio flood (1 MiB before runc)",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
+        let go =
+            server_deadlock(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = server_deadlock(&c, Runtime::Rshim)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "2 pipelined 64 x 1 MiB requests, 4 KiB buffers",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
+        let go =
+            hostile_clients(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = hostile_clients(&c, Runtime::Rshim)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "8 hostile clients on the shim socket",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
         drop(events);
-        let go = containerd_restart(&mut c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = containerd_restart(&mut c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row { scenario: "6 containerd restarted while containers run", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+        let go = containerd_restart(&mut c, Runtime::Go)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = containerd_restart(&mut c, Runtime::Rshim)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "6 containerd restarted while containers run",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
     }
 
     let go = mount_namespaces(Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-    let rshim = mount_namespaces(Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-    rows.push(Row { scenario: "4 mounts across mount namespaces", go: go.0, rshim: rshim.0, rshim_pass: rshim.1 });
+    let rshim =
+        mount_namespaces(Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+    rows.push(Row {
+        scenario: "4 mounts across mount namespaces",
+        go: go.0,
+        rshim: rshim.0,
+        rshim_pass: rshim.1,
+    });
 
-    let mut table = String::from("| scenario | Go shim (measured) | rshim | rshim passes |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| scenario | Go shim (measured) | rshim | rshim passes |\n|---|---|---|---|\n",
+    );
     for r in &rows {
-        table.push_str(&format!("| {} | {} | {} | {} |\n", r.scenario, r.go, r.rshim, if r.rshim_pass { "yes" } else { "**NO**" }));
+        table.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            r.scenario,
+            r.go,
+            r.rshim,
+            if r.rshim_pass { "yes" } else { "**NO**" }
+        ));
     }
     println!("{table}");
     let results = rshim_integration::workspace_root().join("integration/results");

@@ -21,7 +21,11 @@ pub fn read_frame(s: &mut UnixStream) -> std::io::Result<Frame> {
     let stream_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
     let mut body = vec![0u8; len];
     s.read_exact(&mut body)?;
-    Ok(Frame { stream_id, kind: h[8], body })
+    Ok(Frame {
+        stream_id,
+        kind: h[8],
+        body,
+    })
 }
 
 pub fn frame_bytes(stream_id: u32, kind: u8, body: &[u8]) -> Vec<u8> {
@@ -35,7 +39,9 @@ pub fn frame_bytes(stream_id: u32, kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 pub fn request_payload(f: &Frame) -> Vec<u8> {
-    ttrpc::proto::Request::parse_from_bytes(&f.body).expect("request").payload
+    ttrpc::proto::Request::parse_from_bytes(&f.body)
+        .expect("request")
+        .payload
 }
 
 pub fn ok_response(payload: Vec<u8>) -> Vec<u8> {
@@ -69,7 +75,11 @@ impl Peer {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        Peer { dir, path, listener }
+        Peer {
+            dir,
+            path,
+            listener,
+        }
     }
 
     pub fn address(&self) -> String {
