@@ -399,3 +399,101 @@ impl Bundle {
         std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
     }
 }
+
+/// The seed-002 flood on stdout, and on both streams at once, during exec.
+#[test]
+fn exec_survives_a_flood_on_stdout_and_on_both_streams() {
+    for (name, before, want_out, want_err) in [
+        ("stdout", "yes abcdefghi | head -c 1048576", true, false),
+        (
+            "both",
+            "yes abcdefghi | head -c 1048576; yes abcdefghi | head -c 1048576 >&2",
+            true,
+            true,
+        ),
+    ] {
+        let b = Bundle::new(&["sleep", "1000"]);
+        let flood = wrapper(b.path(), "exec", before);
+        let (out_path, err_path) = (b.path().join("out"), b.path().join("err"));
+        env().rt.block_on(async {
+            let runc = b.runc(Path::new("runc"));
+            runc.create(&b.id, b.path(), CreateOpts::default(), Duration::from_secs(30)).await.unwrap();
+            runc.start(&b.id, Duration::from_secs(30)).await.unwrap();
+            let mut pipes = ProcessPipes::new(false, true, true, None).unwrap();
+            pipes.attach_stdout(file_sink(&out_path).await);
+            pipes.attach_stderr(file_sink(&err_path).await);
+            let process: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+                "args": ["sh", "-c", "echo out-done; echo err-done >&2"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
+            }))
+            .unwrap();
+            let stdio = pipes.take_runc_stdio();
+            b.runc(&flood)
+                .exec(&b.id, &process, ExecOpts { detach: true, stdio, ..Default::default() }, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: exec did not survive the flood: {e}"));
+            tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
+        });
+        let expect = |flooded: bool, tail: &str| {
+            let mut v = if flooded { flood_bytes() } else { Vec::new() };
+            v.extend_from_slice(tail.as_bytes());
+            v
+        };
+        assert!(
+            std::fs::read(&out_path).unwrap() == expect(want_out, "out-done\n"),
+            "{name}: stdout not byte-exact"
+        );
+        assert!(
+            std::fs::read(&err_path).unwrap() == expect(want_err, "err-done\n"),
+            "{name}: stderr not byte-exact"
+        );
+    }
+}
+
+#[test]
+fn lifecycle_ps_pause_resume_kill_delete() {
+    let b = Bundle::new(&["sleep", "1000"]);
+    env().rt.block_on(async {
+        let runc = b.runc(Path::new("runc"));
+        let t = Duration::from_secs(10);
+        let pid_file = b.path().join("init.pid");
+        runc.create(
+            &b.id,
+            b.path(),
+            CreateOpts {
+                pid_file: Some(pid_file.clone()),
+                ..Default::default()
+            },
+            t,
+        )
+        .await
+        .unwrap();
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        runc.start(&b.id, t).await.unwrap();
+        assert_eq!(runc.ps(&b.id, t).await.unwrap(), vec![pid]);
+        runc.pause(&b.id, t).await.unwrap();
+        assert_eq!(runc.state(&b.id, t).await.unwrap().status, "paused");
+        runc.resume(&b.id, t).await.unwrap();
+        assert_eq!(runc.state(&b.id, t).await.unwrap().status, "running");
+        let mut exits = env().monitor.subscribe();
+        runc.kill(&b.id, 9, false, t).await.unwrap();
+        let exit = tokio::time::timeout(t, async {
+            loop {
+                match exits.recv().await {
+                    Some(e) if e.pid == pid => return e,
+                    Some(_) => continue,
+                    None => panic!("monitor closed"),
+                }
+            }
+        })
+        .await
+        .expect("the killed init is reaped and reported");
+        assert_eq!(exit.status, 137);
+        runc.delete(&b.id, false, t).await.unwrap();
+        let gone = runc.state(&b.id, t).await.unwrap_err();
+        assert!(gone.to_string().contains("does not exist"), "{gone}");
+    });
+}
