@@ -29,7 +29,7 @@ pub const QUEUE_LIMIT: usize = 8192;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
-const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+const EVENTS_SERVICE: &str = ttrpc_client::events::SERVICE;
 
 /// A containerd task event, by topic.
 pub trait Topic: containerd_shim_protos::protobuf::MessageFull {

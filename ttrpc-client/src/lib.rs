@@ -1,4 +1,13 @@
-//! Minimal ttrpc client (scratch).
+//! rshim's async ttrpc client (bug class 2 of ../shared/BUG-CLASSES.md).
+//!
+//! One connection = one writer task and one reader task: a blocked socket write never stops
+//! responses from being read and delivered (the deadlock of containerd's old single-loop
+//! client). Every call has a deadline (`CallOptions`, no way to call without one), sent as
+//! `timeout_nano` and covering queueing, writing and waiting; expiry is DEADLINE_EXCEEDED. A
+//! call whose deadline passes or whose future is dropped removes its pending entry (a drop
+//! guard). A broken connection fails every pending call at once (UNAVAILABLE) and later calls
+//! fail fast; `ReconnectingClient` reconnects for long-lived users.
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -6,6 +15,8 @@ use std::time::Duration;
 
 use protobuf::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod frame;
 use tokio::sync::{mpsc, oneshot};
 pub use ttrpc::proto::Code;
 
@@ -105,46 +116,56 @@ impl Client {
                 }
             }
         });
+        // The reader never waits on a caller: responses go to oneshot channels; a caller that
+        // is gone just drops its response.
         tokio::spawn(async move {
             let fail = |msg: String| {
                 c2.store(true, Ordering::SeqCst);
-                for (_, s) in p2.lock().unwrap().drain() {
+                for (_, s) in p2.lock().unwrap_or_else(|p| p.into_inner()).drain() {
                     let _ = s.send(Err(Error::new(Code::UNAVAILABLE, msg.clone())));
                 }
             };
+            let mut decoder = frame::FrameDecoder::default();
+            let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let mut h = [0u8; 10];
-                if let Err(e) = r.read_exact(&mut h).await {
-                    fail(format!("connection closed: {e}"));
-                    return;
-                }
-                let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
-                let sid = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
-                if len > ttrpc::proto::MESSAGE_LENGTH_MAX {
-                    fail(format!("frame of {len} bytes exceeds the limit"));
-                    return;
-                }
-                let mut body = vec![0u8; len];
-                if let Err(e) = r.read_exact(&mut body).await {
-                    fail(format!("truncated frame: {e}"));
-                    return;
-                }
-                if h[8] != 2 {
-                    continue;
-                }
-                let result = match ttrpc::proto::Response::parse_from_bytes(&body) {
-                    Ok(resp) => {
-                        let st = resp.status.clone().unwrap_or_default();
-                        if st.code() != Code::OK {
-                            Err(Error::new(st.code(), st.message))
-                        } else {
-                            Ok(resp.payload)
-                        }
+                let n = match r.read(&mut buf).await {
+                    Ok(0) if decoder.buffered() > 0 => {
+                        return fail("connection closed mid-frame (truncated frame)".into())
                     }
-                    Err(e) => Err(Error::new(Code::INTERNAL, format!("bad response: {e}"))),
+                    Ok(0) => return fail("connection closed".into()),
+                    Ok(n) => n,
+                    Err(e) => return fail(format!("connection failed: {e}")),
                 };
-                if let Some(s) = p2.lock().unwrap().remove(&sid) {
-                    let _ = s.send(result);
+                let frames = match decoder.push(&buf[..n]) {
+                    Ok(frames) => frames,
+                    Err(e) => return fail(e.to_string()),
+                };
+                for f in frames
+                    .into_iter()
+                    .filter(|f| f.kind == frame::TYPE_RESPONSE)
+                {
+                    let result = match ttrpc::proto::Response::parse_from_bytes(&f.payload) {
+                        Ok(resp) => {
+                            let st = resp.status.clone().unwrap_or_default();
+                            if st.code() != Code::OK {
+                                Err(Error::new(st.code(), st.message))
+                            } else {
+                                Ok(resp.payload)
+                            }
+                        }
+                        Err(e) => Err(Error::new(
+                            Code::INTERNAL,
+                            format!("undecodable response: {e}"),
+                        )),
+                    };
+                    // An unknown stream id (a late answer to a call that gave up) is ignored.
+                    if let Some(s) = p2
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&f.stream_id)
+                    {
+                        let _ = s.send(result);
+                    }
                 }
             }
         });
@@ -186,12 +207,16 @@ impl Client {
         let body = req
             .write_to_bytes()
             .map_err(|e| Error::new(Code::INTERNAL, e.to_string()))?;
-        let mut frame = Vec::with_capacity(10 + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&id.to_be_bytes());
-        frame.push(1);
-        frame.push(0);
-        frame.extend_from_slice(&body);
+        if body.len() > frame::MAX_PAYLOAD {
+            return Err(Error::new(
+                Code::RESOURCE_EXHAUSTED,
+                format!(
+                    "{service}/{method}: request of {} bytes exceeds the ttrpc limit",
+                    body.len()
+                ),
+            ));
+        }
+        let frame = frame::encode(id, frame::TYPE_REQUEST, 0, &body);
         let (stx, srx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, stx);
         let _guard = Guard {
@@ -294,6 +319,30 @@ pub mod task {
             connect "Connect" ConnectRequest => ConnectResponse; shutdown "Shutdown" ShutdownRequest => Empty;
             stats "Stats" StatsRequest => StatsResponse; update "Update" UpdateTaskRequest => Empty;
             checkpoint "Checkpoint" CheckpointTaskRequest => Empty;
+        }
+    }
+}
+
+pub mod events {
+    //! containerd's ttrpc events service (`containerd.services.events.ttrpc.v1.Events`).
+    use super::*;
+    use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
+    use containerd_shim_protos::shim::events::ForwardRequest;
+
+    pub const SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+
+    #[derive(Clone)]
+    pub struct EventsClient {
+        client: Client,
+    }
+
+    impl EventsClient {
+        pub fn new(client: Client) -> Self {
+            EventsClient { client }
+        }
+
+        pub async fn forward(&self, req: ForwardRequest, opts: &CallOptions) -> Result<Empty> {
+            self.client.call(SERVICE, "Forward", &req, opts).await
         }
     }
 }
