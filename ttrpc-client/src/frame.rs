@@ -24,12 +24,18 @@ pub enum FrameError {
     TooLong(usize),
 }
 
+pub fn header(stream_id: u32, kind: u8, flags: u8, len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    h[4..8].copy_from_slice(&stream_id.to_be_bytes());
+    h[8] = kind;
+    h[9] = flags;
+    h
+}
+
 pub fn encode(stream_id: u32, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(HEADER_LEN + payload.len());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(&stream_id.to_be_bytes());
-    f.push(kind);
-    f.push(flags);
+    f.extend_from_slice(&header(stream_id, kind, flags, payload.len()));
     f.extend_from_slice(payload);
     f
 }
@@ -37,47 +43,57 @@ pub fn encode(stream_id: u32, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
 /// Feed it bytes as they arrive; it hands back whole frames.
 #[derive(Default)]
 pub struct FrameDecoder {
-    buf: Vec<u8>,
+    header: Vec<u8>,
+    /// The payload being assembled; allocated once the header's length has been checked, and
+    /// moved out whole (no copy) when complete.
+    payload: Vec<u8>,
+    expected: usize,
 }
 
 impl FrameDecoder {
     /// Adds `bytes` and returns every frame now complete. After an error the stream is unusable.
     pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<Frame>, FrameError> {
         let mut frames = Vec::new();
-        while !bytes.is_empty() {
-            // Take only what the current frame still needs: the buffer never exceeds one frame.
-            let need = self.needed()?;
-            let take = need.min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..take]);
+        while !bytes.is_empty() || (self.header.len() == HEADER_LEN && self.expected == 0) {
+            if self.header.len() < HEADER_LEN {
+                let take = (HEADER_LEN - self.header.len()).min(bytes.len());
+                self.header.extend_from_slice(&bytes[..take]);
+                bytes = &bytes[take..];
+                if self.header.len() < HEADER_LEN {
+                    break;
+                }
+                let len = u32::from_be_bytes([
+                    self.header[0],
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                ]) as usize;
+                if len > MAX_PAYLOAD {
+                    return Err(FrameError::TooLong(len));
+                }
+                self.expected = len;
+                self.payload = Vec::with_capacity(len);
+            }
+            let take = (self.expected - self.payload.len()).min(bytes.len());
+            self.payload.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
-            if self.needed()? == 0 {
-                let buf = std::mem::take(&mut self.buf);
+            if self.payload.len() == self.expected {
+                let h = std::mem::take(&mut self.header);
                 frames.push(Frame {
-                    stream_id: u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
-                    kind: buf[8],
-                    flags: buf[9],
-                    payload: buf[HEADER_LEN..].to_vec(),
+                    stream_id: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                    kind: h[8],
+                    flags: h[9],
+                    payload: std::mem::take(&mut self.payload),
                 });
+                self.expected = 0;
             }
         }
         Ok(frames)
     }
 
-    /// Bytes still missing from the frame being assembled.
-    fn needed(&self) -> Result<usize, FrameError> {
-        if self.buf.len() < HEADER_LEN {
-            return Ok(HEADER_LEN - self.buf.len());
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(FrameError::TooLong(len));
-        }
-        Ok(HEADER_LEN + len - self.buf.len())
-    }
-
     /// Bytes buffered (at most one frame).
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.header.len() + self.payload.len()
     }
 }
 

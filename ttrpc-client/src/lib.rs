@@ -73,7 +73,7 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Result<Vec<u8>>>>>>;
 
 #[derive(Clone)]
 pub struct Client {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<([u8; frame::HEADER_LEN], Vec<u8>)>,
     pending: Pending,
     next: Arc<AtomicU32>,
     closed: Arc<AtomicBool>,
@@ -105,13 +105,14 @@ impl Client {
     }
     pub fn from_stream(stream: tokio::net::UnixStream) -> Client {
         let (mut r, mut w) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+        let (tx, mut rx) = mpsc::channel::<([u8; frame::HEADER_LEN], Vec<u8>)>(64);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
         let (p2, c2) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if w.write_all(&frame).await.is_err() {
+            // Header and body go out as they are: no copy of the body into one frame buffer.
+            while let Some((header, body)) = rx.recv().await {
+                if w.write_all(&header).await.is_err() || w.write_all(&body).await.is_err() {
                     break;
                 }
             }
@@ -216,7 +217,7 @@ impl Client {
                 ),
             ));
         }
-        let frame = frame::encode(id, frame::TYPE_REQUEST, 0, &body);
+        let frame = (frame::header(id, frame::TYPE_REQUEST, 0, body.len()), body);
         let (stx, srx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, stx);
         let _guard = Guard {
