@@ -258,6 +258,10 @@ impl Client {
     }
 }
 
+/// A client for long-lived users (the shim's event publisher): it connects on first use and
+/// again after the connection broke. Each connect is bounded by the call's own deadline; the
+/// lock held meanwhile serializes reconnects, so a dead containerd costs one bounded attempt per
+/// call, and the caller owns the backoff between calls (the publisher's: 50 ms doubling to 2 s).
 pub struct ReconnectingClient {
     address: String,
     client: tokio::sync::Mutex<Option<Client>>,
