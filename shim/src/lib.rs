@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod exits;
 pub mod flags;
+pub mod info;
 pub mod logger;
 pub mod options;
 pub mod process;

@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Action::Info => Err(anyhow::anyhow!("-info is not implemented yet")),
+        Action::Info => rshim::info::run().and_then(|bytes| {
+            std::io::stdout().write_all(&bytes)?;
+            Ok(())
+        }),
         Action::Start => {
             FifoLogger::install_stderr(flags.debug);
             rshim::start::run(&flags).and_then(|address| {
