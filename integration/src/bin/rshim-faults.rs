@@ -418,6 +418,114 @@ fn cleanup_hung(c: &PrivateContainerd, id: &str) {
     let _ = c.ctr(&["containers", "rm", id]);
 }
 
+/// A runc that hangs (on `pause`) for one container of a pod shim: the other container of the
+/// same shim keeps working (exec, `ctr task ls`), and the hung call ends with a clear error.
+fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    const BOUND: Duration = Duration::from_secs(20);
+    let hang = c.dir.path().join(format!("runc-hang-pause-{}", rt.name()));
+    std::fs::write(&hang, "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = pause ]; then exec sleep 1000; fi; done\nexec /usr/sbin/runc \"$@\"\n")?;
+    std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755))?;
+    let group = format!("io.containerd.runc.v2.group=pod-{}", rt.name());
+    let (stuck, healthy) = (
+        format!("pod-{}-stuck", rt.name()),
+        format!("pod-{}-ok", rt.name()),
+    );
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--runtime".into(),
+        rt.runtime_type().into(),
+        "--annotation".into(),
+        group.clone(),
+    ];
+    args.extend(runc_binary_args(c, rt, &hang.to_string_lossy())?);
+    args.extend([
+        IMAGE.to_string(),
+        stuck.clone(),
+        "sleep".into(),
+        "100000".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    anyhow::ensure!(c.ctr(&refs).code == Some(0), "run {stuck}");
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        rt.runtime_type(),
+        "--annotation",
+        &group,
+        IMAGE,
+        &healthy,
+        "sleep",
+        "100000",
+    ]);
+    anyhow::ensure!(out.code == Some(0), "run {healthy}: {}", out.stderr);
+    // A pod shim's command line names only the first container: compare the bundles' addresses.
+    let one_shim = !shim_client_address(c, &stuck).is_empty()
+        && shim_client_address(c, &stuck) == shim_client_address(c, &healthy);
+
+    // Pause the stuck one in the background; meanwhile use the healthy one.
+    let (address, stuck_id) = (c.address.clone(), stuck.clone());
+    let pause = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let args: Vec<String> = [
+            "--address",
+            &address,
+            "--namespace",
+            NAMESPACE,
+            "task",
+            "pause",
+            &stuck_id,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        (ctr::run("ctr", &args, None, BOUND), t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let exec = c.ctr_with(
+        &["task", "exec", "--exec-id", "probe", &healthy, "echo", "ok"],
+        None,
+        BOUND,
+    );
+    let exec_time = t0.elapsed();
+    let t0 = Instant::now();
+    let ls = c.ctr_with(&["task", "ls"], None, BOUND);
+    let ls_time = t0.elapsed();
+    let (paused, pause_time) = pause.join().map_err(|_| anyhow::anyhow!("pause thread"))?;
+    let pause_text = if paused.timed_out {
+        format!("pause HUNG (killed after {}s)", BOUND.as_secs())
+    } else {
+        format!(
+            "pause answered in {:.1}s: {}",
+            pause_time.as_secs_f64(),
+            paused.stderr.trim().trim_start_matches("ctr: ")
+        )
+    };
+    let exec_ok = exec.code == Some(0) && exec.stdout == "ok\n";
+    let ls_ok = ls.code == Some(0) && !ls.timed_out;
+    cleanup_hung(c, &stuck);
+    remove(c, &healthy);
+    let pass = one_shim
+        && exec_ok
+        && ls_ok
+        && !paused.timed_out
+        && paused.code != Some(0)
+        && pause_time < BOUND;
+    Ok((
+        format!(
+            "one shim: {one_shim}; {pause_text}; meanwhile exec in the other container {} in {} ms, task ls {} in {} ms",
+            if exec_ok { "ok" } else { "FAILED" },
+            exec_time.as_millis(),
+            if ls_ok { "ok" } else { "HUNG" },
+            ls_time.as_millis()
+        ),
+        pass,
+    ))
+}
+
 /// containerd restarted while containers run: an exit that happens while it is down must be
 /// forwarded once it is back, the shims must survive, and a running container's stdio must
 /// keep working (an exec's output arrives).
@@ -999,6 +1107,16 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|e| (format!("error: {e:#}"), false));
         rows.push(Row {
             scenario: "8 hostile clients on the shim socket",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
+        let go = hanging_runc_in_a_pod(&c, Runtime::Go)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = hanging_runc_in_a_pod(&c, Runtime::Rshim)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "7 runc hangs for one container of a pod shim",
             go: go.0,
             rshim: rshim.0,
             rshim_pass: rshim.1,
