@@ -365,6 +365,19 @@ impl Runc {
         cmd.args(args::global(&self.config))
             .args(&args)
             .process_group(0);
+        // runc dies with the shim (as go-runc's Pdeathsig does): a runc outliving a killed shim
+        // could create a container after containerd's cleanup ran, owned by nobody. The signal
+        // follows the spawning *thread*; runc is spawned from runtime worker threads or the
+        // main thread, which live as long as the shim.
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let (mut out_r, mut err_r) = (None, None);
         match call.process_stdio {
             Some(stdio) => {

@@ -526,6 +526,102 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(
     ))
 }
 
+/// The shim SIGKILLed while `runc create` runs (a runc wrapper that sleeps first): containerd's
+/// cleanup must leave no runc container, process, mount or socket behind.
+fn shim_killed_during_create(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let slow = c.dir.path().join(format!("runc-slow-create-{}", rt.name()));
+    std::fs::write(&slow, "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = create ]; then sleep 3; fi; done\nexec /usr/sbin/runc \"$@\"\n")?;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755))?;
+    let id = format!("killed-create-{}", rt.name());
+    let mut args: Vec<String> = vec![
+        "--address".into(),
+        c.address.clone(),
+        "--namespace".into(),
+        NAMESPACE.into(),
+        "run".into(),
+        "-d".into(),
+        "--runtime".into(),
+        rt.runtime_type().into(),
+    ];
+    args.extend(runc_binary_args(c, rt, &slow.to_string_lossy())?);
+    args.extend([
+        IMAGE.to_string(),
+        id.clone(),
+        "sleep".into(),
+        "100000".into(),
+    ]);
+    let run = std::thread::spawn(move || ctr::run("ctr", &args, None, Duration::from_secs(30)));
+    // Kill the shim while the wrapper sleeps inside `create`.
+    let mut shim = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(50));
+        shim = c.shim_of(&id);
+        if shim.is_some() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let socket = socket_of(c, &id);
+    if let Some(pid) = shim {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    }
+    let out = run.join().map_err(|_| anyhow::anyhow!("ctr thread"))?;
+    // Past the wrapper's sleep: a runc that outlived the shim would have created by now.
+    std::thread::sleep(Duration::from_secs(4));
+    let _ = c.ctr(&["containers", "rm", &id]);
+    let runc_state = std::path::Path::new("/run/containerd/runc")
+        .join(NAMESPACE)
+        .join(&id)
+        .exists();
+    let leftover: Vec<i32> = std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z');
+            !zombie && String::from_utf8_lossy(&cmd).contains(&id)
+        })
+        .collect();
+    let mounts = rshim_integration::containerd::mounts_under(&c.bundle(&id)).len();
+    let socket_left = !socket.is_empty() && std::path::Path::new(&socket).exists();
+    if runc_state {
+        let root = format!("/run/containerd/runc/{NAMESPACE}");
+        let _ = ctr::run(
+            "runc",
+            &[
+                "--root".into(),
+                root,
+                "delete".into(),
+                "--force".into(),
+                id.clone(),
+            ],
+            None,
+            Duration::from_secs(10),
+        );
+    }
+    for pid in &leftover {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
+    }
+    // The socket file is reported, not asserted yet: both shims leave it in this path
+    // (containerd's cleanup of a failed Create does not reach the shim's socket removal).
+    let pass =
+        shim.is_some() && !out.timed_out && !runc_state && leftover.is_empty() && mounts == 0;
+    Ok((
+        format!(
+            "ctr run {}; runc container left: {runc_state}; processes left: {leftover:?}; mounts left: {mounts}; socket left: {socket_left}",
+            if out.timed_out { "hung".to_string() } else { format!("exit {:?}", out.code) }
+        ),
+        pass,
+    ))
+}
+
 /// containerd restarted while containers run: an exit that happens while it is down must be
 /// forwarded once it is back, the shims must survive, and a running container's stdio must
 /// keep working (an exec's output arrives).
@@ -1117,6 +1213,16 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|e| (format!("error: {e:#}"), false));
         rows.push(Row {
             scenario: "7 runc hangs for one container of a pod shim",
+            go: go.0,
+            rshim: rshim.0,
+            rshim_pass: rshim.1,
+        });
+        let go = shim_killed_during_create(&c, Runtime::Go)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim = shim_killed_during_create(&c, Runtime::Rshim)
+            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        rows.push(Row {
+            scenario: "5 shim SIGKILLed during runc create",
             go: go.0,
             rshim: rshim.0,
             rshim_pass: rshim.1,
