@@ -57,8 +57,10 @@ pub fn run(program: &str, args: &[String], stdin: Option<&[u8]>, timeout: Durati
             Err(_) => break None,
         }
     };
-    let collect = |h: std::thread::JoinHandle<Vec<u8>>| {
-        String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+    // Bounded: a container process that inherited ctr's pipe could hold it open past ctr.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        String::from_utf8_lossy(&rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default())
+            .into_owned()
     };
     Output {
         stdout: collect(stdout),
@@ -72,30 +74,18 @@ pub fn run(program: &str, args: &[String], stdin: Option<&[u8]>, timeout: Durati
     }
 }
 
-/// Reads a pipe to EOF in a thread. A container process that inherited it could hold it open
-/// past our child's exit, so the read is bounded too.
-fn reader<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+/// Reads a pipe to EOF in a thread. (The caller's deadline bounds the child; a container that
+/// inherited the pipe could keep it open longer, so the join is bounded too: see `collect`.)
+fn reader<R: std::io::Read + Send + 'static>(
+    pipe: Option<R>,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut out = Vec::new();
         if let Some(mut p) = pipe {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = p.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-                let _ = tx.send(out.clone());
-            }
+            let _ = p.read_to_end(&mut out);
         }
         let _ = tx.send(out);
     });
-    std::thread::spawn(move || {
-        let mut last = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while let Ok(v) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            last = v;
-        }
-        last
-    })
+    rx
 }

@@ -35,12 +35,13 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
         )?
     };
     let listener = server::listener(&flags.socket)?;
+    let ready = take_ready_fd();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
         .enable_all()
         .build()?;
-    let result = runtime.block_on(serve(flags, listener));
+    let result = runtime.block_on(serve(flags, listener, ready));
     runtime.shutdown_timeout(Duration::from_secs(1));
     if let Err(e) = &result {
         log::error!("shim exiting: {e:#}");
@@ -48,7 +49,11 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> anyhow::Result<()> {
+async fn serve(
+    flags: &Flags,
+    listener: std::os::unix::net::UnixListener,
+    ready: Option<i32>,
+) -> anyhow::Result<()> {
     let reaper: Arc<dyn ExitMonitor> = Reaper::start();
     let (exits, _router) = ExitRouter::start(reaper.as_ref());
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
@@ -62,7 +67,7 @@ async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> any
         monitor: reaper,
     }));
     let mut server = server::serve(listener, &svc).await?;
-    signal_ready();
+    signal_ready(ready);
     log::info!(
         "shim {} serving (namespace {}, pid {})",
         flags.id,
@@ -94,15 +99,19 @@ async fn serve(flags: &Flags, listener: std::os::unix::net::UnixListener) -> any
     Ok(())
 }
 
-/// Tells `start` (waiting on fd 4) that we serve.
-fn signal_ready() {
-    let Some(fd) = std::env::var(READY_ENV)
+/// The pipe `start` waits on (fd 4), taken from the environment while the process is still
+/// single-threaded: changing the environment later would race libc's getenv.
+fn take_ready_fd() -> Option<i32> {
+    let fd = std::env::var(READY_ENV)
         .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return;
-    };
+        .and_then(|v| v.parse::<i32>().ok());
     std::env::remove_var(READY_ENV);
+    fd
+}
+
+/// Tells `start` that we serve.
+fn signal_ready(ready: Option<i32>) {
+    let Some(fd) = ready else { return };
     // SAFETY: `start` passed us this pipe's write end; nothing else uses the fd.
     let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = pipe.write_all(b"1");

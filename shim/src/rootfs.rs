@@ -277,13 +277,28 @@ fn unmount_in_namespace(pid: i32, path: &Path) -> Result<()> {
 
 /// Waits for a helper child. In the daemon the reaper may reap it first; then its status is
 /// unknown and the verification scan decides.
+/// Bounded (bug class 1): an unmount stuck in the other namespace must not hang Delete; the
+/// helper is killed after `UNMOUNT_HELPER_TIMEOUT` and the verification scan reports the mount.
 fn wait_child(child: nix::unistd::Pid) -> Option<i32> {
-    match nix::sys::wait::waitpid(child, None) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Some(code),
-        Ok(_) => None,
-        Err(_) => Some(0),
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let deadline = std::time::Instant::now() + UNMOUNT_HELPER_TIMEOUT;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code),
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::SIGKILL);
+                return None;
+            }
+            Ok(_) => return None,
+            Err(_) => return Some(0),
+        }
     }
 }
+
+const UNMOUNT_HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Processes whose mount namespace lists `path` as a mount point.
 pub fn holders_of(path: &Path) -> Vec<i32> {
