@@ -378,8 +378,10 @@ impl Drop for Shim {
     }
 }
 
+/// A zombie whose threads are all gone. A killed multi-threaded process shows its leader as `Z`
+/// while other threads still run their exit and hold the fd table (and so the shim's socket).
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    let leader_dead = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')
                 .next()
@@ -387,7 +389,11 @@ fn is_zombie(pid: i32) -> bool {
                 .trim_start()
                 .starts_with('Z')
         })
-        .unwrap_or(true)
+        .unwrap_or(true);
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    leader_dead && threads <= 1
 }
 
 pub fn opts() -> CallOptions {
