@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use containerd_shim_protos::events::task::{
@@ -19,6 +19,7 @@ use runc_wrapper::console::ConsoleSocket;
 use runc_wrapper::monitor::{Exit, ExitMonitor};
 use runc_wrapper::{CreateOpts, ExecOpts, Runc, RuncConfig};
 
+use crate::cgroup::{self, Cgroup, OomWatch};
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Publisher};
 use crate::exits::{EarlyExits, ExitHandler, ExitRouter};
@@ -75,6 +76,10 @@ pub struct Container {
     has_mounts: bool,
     private_pid_ns: bool,
     io_owner: Option<(u32, u32)>,
+    /// Found from the init's pid at Create, as the Go shim does; None if it could not be.
+    cgroup: OnceLock<Cgroup>,
+    /// Dropped at Delete, which stops the watcher.
+    oom: Mutex<Option<OomWatch>>,
     shared: Shared,
 }
 
@@ -107,6 +112,8 @@ impl Container {
             has_mounts: !req.rootfs.is_empty(),
             private_pid_ns: has_private_pid_namespace(&spec),
             io_owner: req.options.io_owner(),
+            cgroup: OnceLock::new(),
+            oom: Mutex::new(None),
             shared,
         });
         if let Err(e) = container.run_create(&req).await {
@@ -189,8 +196,45 @@ impl Container {
         let pid = read_pid_file(&pid_file)?;
         self.init.set_pid(pid as u32);
         self.init.set_io(prepared.finish(master)?);
+        self.watch_cgroup(pid);
         self.shared.exits.register(pid, self.clone(), early);
         Ok(())
+    }
+
+    /// Finds the container's cgroup (for Stats) and starts its OOM watch. Neither is fatal,
+    /// as in the Go shim: a container whose init already exited has no cgroup to find.
+    fn watch_cgroup(&self, pid: i32) {
+        let cg = match Cgroup::of_pid(pid) {
+            Ok(cg) => cg,
+            Err(e) => {
+                log::warn!("cgroup of container {} (pid {pid}): {e}", self.id);
+                return;
+            }
+        };
+        match OomWatch::start(&self.id, &cg, self.shared.publisher.clone()) {
+            Ok(watch) => *self.oom.lock().unwrap_or_else(|p| p.into_inner()) = Some(watch),
+            Err(e) => log::warn!("OOM watch of container {}: {e}", self.id),
+        }
+        let _ = self.cgroup.set(cg);
+    }
+
+    /// The container's cgroup metrics (`Stats`).
+    pub async fn stats(
+        &self,
+    ) -> Result<containerd_shim_protos::protobuf::well_known_types::any::Any> {
+        let cg = self.cgroup.get().cloned().ok_or_else(|| {
+            Error::NotFound(format!("cgroup of container {} does not exist", self.id))
+        })?;
+        let read = tokio::task::spawn_blocking(move || cgroup::stats(&cg));
+        match tokio::time::timeout(deadline::QUERY, read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Internal(format!("read cgroup metrics: {e}"))),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "reading the cgroup metrics of {} took longer than {:?}",
+                self.id,
+                deadline::QUERY
+            ))),
+        }
     }
 
     pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
@@ -467,6 +511,7 @@ impl Container {
             rootfs::cleanup(&self.bundle)?;
         }
         init.transition(Status::Deleted)?;
+        self.oom.lock().unwrap_or_else(|p| p.into_inner()).take();
         let exit = init.exit();
         self.shared.publisher.publish(TaskDelete {
             container_id: self.id.clone(),
@@ -556,6 +601,10 @@ impl Container {
             }
         }
         process.start_gate_opened().await;
+        // An OOM kill is reported before the exit it caused.
+        if let Some(oom) = self.oom.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            oom.check();
+        }
         let exit = process.exit().unwrap_or(ExitInfo {
             status: 255,
             at: SystemTime::now(),

@@ -347,8 +347,11 @@ impl TaskService {
     }
 
     pub async fn stats(self: Arc<Self>, req: StatsRequest) -> Result<StatsResponse> {
-        self.container(&req.id)?;
-        Err(Error::Unimplemented("Stats is not implemented yet".into()))
+        let stats = self.container(&req.id)?.stats().await?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
     }
 
     pub async fn checkpoint(self: Arc<Self>, req: CheckpointTaskRequest) -> Result<Empty> {
