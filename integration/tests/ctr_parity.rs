@@ -349,6 +349,69 @@ fn shim_killed(x: &mut Ctx) {
     x.note("rootfs mounts left", mounts_under(&bundle).len());
 }
 
+/// `ctr task metrics` of a running container: the same metric names from both shims, and the
+/// limit and process count the container was given.
+fn metrics(x: &mut Ctx) {
+    x.ctr(
+        "run -d",
+        &[
+            "run",
+            "-d",
+            "--memory-limit",
+            "67108864",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
+    let out = x.c.ctr(&["task", "metrics", &x.id]);
+    x.note("metrics code", format!("{:?}", out.code));
+    let rows: Vec<(&str, &str)> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("METRIC"))
+        .skip(1)
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|(k, _)| *k).collect();
+    x.note("metric names", names.join(" "));
+    for key in ["memory.limit_in_bytes", "pids.current"] {
+        let value = rows.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        x.note(key, format!("{value:?}"));
+    }
+    x.ctr("metrics unknown", &["task", "metrics", "{id}-nope"]);
+    x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    std::thread::sleep(Duration::from_millis(500));
+    x.ctr("task delete", &["task", "delete", "{id}"]);
+    x.ctr("container rm", &["containers", "rm", "{id}"]);
+}
+
+/// A container killed by the OOM killer: exit 137 and a `/tasks/oom` event before its exit.
+fn oom(x: &mut Ctx) {
+    x.ctr(
+        "run oom",
+        &[
+            "run",
+            "--rm",
+            "--memory-limit",
+            "33554432",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=256M",
+            "count=1",
+        ],
+    );
+}
+
 /// The live shim serving container `id` of this containerd.
 fn shim_of(address: &str, id: &str) -> Option<i32> {
     shims_of(address).into_iter().find(|pid| {
@@ -368,6 +431,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("detached", detached_lifecycle),
     ("bad", bad_requests),
     ("shim-killed", shim_killed),
+    ("metrics", metrics),
+    ("oom", oom),
 ];
 
 #[test]
@@ -379,7 +444,13 @@ fn ctr_sees_the_same_from_both_shims() {
 
     let mut table = Vec::new();
     let mut failures = Vec::new();
-    for (name, scenario) in SCENARIOS {
+    // RSHIM_SCENARIOS=a,b runs only those (for development).
+    let only = std::env::var("RSHIM_SCENARIOS").ok();
+    let selected = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|s| s == name))
+    };
+    for (name, scenario) in SCENARIOS.iter().filter(|(n, _)| selected(n)) {
         let mut seen: Vec<(Runtime, Observation)> = Vec::new();
         for &rt in &runtimes {
             let mut x = Ctx {
@@ -447,6 +518,12 @@ fn check_reference(name: &str, go: &Observation) {
             "runc state left: false",
             "rootfs mounts left: 0",
         ],
+        "metrics" => &[
+            "metrics code: Some(0)",
+            "memory.limit_in_bytes: Some(\"67108864\")",
+            "pids.current: Some(\"1\")",
+        ],
+        "oom" => &["code=Some(137)", "/tasks/oom /tasks/exit"],
         "detached" => &[
             "exec exit 5: code=Some(5)",
             "status after pause: PAUSED",
