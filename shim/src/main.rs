@@ -28,8 +28,8 @@ fn main() -> ExitCode {
         }),
         Action::Start => {
             FifoLogger::install_stderr(flags.debug);
-            rshim::start::run(&flags).and_then(|address| {
-                std::io::stdout().write_all(address.as_bytes())?;
+            rshim::start::run(&flags).and_then(|bytes| {
+                std::io::stdout().write_all(&bytes)?;
                 Ok(())
             })
         }

@@ -1,6 +1,14 @@
 //! The `start` action: containerd runs the binary with the bundle as working directory; it
 //! launches the long-lived daemon (or finds the live shim of the same group) and prints the
 //! address containerd should connect to.
+//!
+//! Two start protocols, told apart by what containerd writes on stdin:
+//! - containerd 1.6 to 2.2: the runtime options as an `Any` (or nothing); the answer is the
+//!   plain address, which every one of them reads as a version-2 shim (`containerd.task.v2`).
+//!   Only a caller announcing `MAX_SHIM_VERSION` 3 or more gets the JSON form with version 3.
+//! - containerd 2.3 and later: a binary `BootstrapParams` naming this instance and namespace,
+//!   with the options as an extension and an optional socket directory; the answer is a binary
+//!   `BootstrapResult` (version 3, served as `containerd.task.v3`).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -12,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use containerd_shim_protos::bootstrap_api::{BootstrapParams, BootstrapResult, LogLevel};
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -27,18 +36,27 @@ pub const READY_FD: i32 = 4;
 pub const READY_ENV: &str = "RSHIM_READY_FD";
 /// How long `start` waits for the daemon to serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest runtime-options message read from stdin.
-const MAX_OPTIONS_SIZE: u64 = 1 << 20;
+/// Largest stdin message read (containerd's own bound).
+const MAX_STDIN_SIZE: u64 = 10 << 20;
+/// The link in the bundle naming the socket directory of the bootstrap protocol.
+const SOCKET_DIR_LINK: &str = "s";
 
-pub fn run(flags: &Flags) -> anyhow::Result<String> {
+/// Runs the `start` action; returns what goes to stdout.
+pub fn run(flags: &Flags) -> anyhow::Result<Vec<u8>> {
     let bundle = std::env::current_dir().context("working directory (the bundle)")?;
+    let input = StartInput::parse(&read_stdin()?, flags);
+    let socket_dir = input
+        .socket_dir()
+        .unwrap_or(address::SOCKET_DIR)
+        .to_string();
+    if input.bootstrap.is_some() && socket_dir != address::SOCKET_DIR {
+        // The daemon (and `delete`) find a socket directory of their own through this link.
+        let link = bundle.join(SOCKET_DIR_LINK);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&socket_dir, &link).context("link the socket directory")?;
+    }
     let group = address::group_id(&bundle, &flags.id);
-    let address = address::socket_address(
-        address::SOCKET_DIR,
-        &flags.address,
-        &flags.namespace,
-        &group,
-    );
+    let address = address::socket_address(&socket_dir, &flags.address, &flags.namespace, &group);
     let path = socket_path(&address).to_string();
 
     let listener = match bind(&path) {
@@ -47,7 +65,7 @@ pub fn run(flags: &Flags) -> anyhow::Result<String> {
             // A live shim of the same group (pod) serves this container too.
             if UnixStream::connect(&path).is_ok() {
                 write_address_file(&bundle, &address)?;
-                return Ok(address);
+                return input.response(&address);
             }
             // A stale socket left by a shim that died.
             std::fs::remove_file(&path).with_context(|| format!("remove stale socket {path}"))?;
@@ -56,14 +74,99 @@ pub fn run(flags: &Flags) -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("create shim socket {path}")),
     };
 
-    let options = read_options_from_stdin()?;
-    let result = spawn_daemon(flags, &bundle, &listener, &options);
+    let result = spawn_daemon(flags, &bundle, &listener, &input);
     if result.is_err() {
         let _ = std::fs::remove_file(&path);
     }
     result?;
     write_address_file(&bundle, &address)?;
-    Ok(address)
+    input.response(&address)
+}
+
+/// What containerd wrote on `start`'s stdin.
+pub struct StartInput {
+    /// Set when containerd speaks the bootstrap protocol (2.3+).
+    pub bootstrap: Option<BootstrapParams>,
+    pub options: RuncOptions,
+}
+
+impl StartInput {
+    /// Bootstrap parameters are recognised only when they name this instance and namespace:
+    /// legacy options bytes can decode as a `BootstrapParams` too (containerd's own check).
+    pub fn parse(data: &[u8], flags: &Flags) -> StartInput {
+        if data.is_empty() {
+            return StartInput {
+                bootstrap: None,
+                options: RuncOptions::default(),
+            };
+        }
+        if let Ok(params) = BootstrapParams::parse_from_bytes(data) {
+            if params.instance_id == flags.id && params.namespace == flags.namespace {
+                // The first extension that is a runtime-options message we know.
+                let options = params
+                    .extensions
+                    .iter()
+                    .filter_map(|e| e.value.as_ref())
+                    .find_map(|any| RuncOptions::from_any(Some(any)).ok())
+                    .unwrap_or_default();
+                return StartInput {
+                    bootstrap: Some(params),
+                    options,
+                };
+            }
+        }
+        // Unknown option types are containerd's business at Create; start only needs ShimCgroup.
+        let options = Any::parse_from_bytes(data)
+            .ok()
+            .and_then(|any| RuncOptions::from_any(Some(&any)).ok())
+            .unwrap_or_default();
+        StartInput {
+            bootstrap: None,
+            options,
+        }
+    }
+
+    fn socket_dir(&self) -> Option<&str> {
+        self.bootstrap
+            .as_ref()
+            .and_then(|p| p.socket_dir.as_deref())
+            .filter(|d| !d.is_empty())
+    }
+
+    fn debug(&self) -> bool {
+        self.bootstrap
+            .as_ref()
+            .is_some_and(|p| p.log_level.value() <= LogLevel::LOG_LEVEL_DEBUG as i32)
+    }
+
+    fn ttrpc_address(&self) -> Option<&str> {
+        self.bootstrap
+            .as_ref()
+            .map(|p| p.containerd_ttrpc_address.as_str())
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The answer on stdout, in the protocol containerd spoke.
+    pub fn response(&self, address: &str) -> anyhow::Result<Vec<u8>> {
+        if self.bootstrap.is_some() {
+            let result = BootstrapResult {
+                version: 3,
+                address: address.to_string(),
+                protocol: "ttrpc".to_string(),
+                ..Default::default()
+            };
+            return result.write_to_bytes().context("encode BootstrapResult");
+        }
+        let max_version = std::env::var("MAX_SHIM_VERSION")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(2);
+        if max_version >= 3 {
+            let json = serde_json::json!({"version": 3, "address": address, "protocol": "ttrpc"});
+            return Ok(json.to_string().into_bytes());
+        }
+        Ok(address.as_bytes().to_vec())
+    }
 }
 
 fn bind(path: &str) -> std::io::Result<UnixListener> {
@@ -75,26 +178,22 @@ fn bind(path: &str) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn read_options_from_stdin() -> anyhow::Result<RuncOptions> {
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
     let mut data = Vec::new();
     std::io::stdin()
-        .take(MAX_OPTIONS_SIZE)
+        .take(MAX_STDIN_SIZE)
         .read_to_end(&mut data)
-        .context("read options from stdin")?;
-    if data.is_empty() {
-        return Ok(RuncOptions::default());
-    }
-    let any = Any::parse_from_bytes(&data).context("decode options from stdin")?;
-    // Unknown option types are containerd's business at Create; start only needs ShimCgroup.
-    Ok(RuncOptions::from_any(Some(&any)).unwrap_or_default())
+        .context("read stdin")?;
+    Ok(data)
 }
 
 fn spawn_daemon(
     flags: &Flags,
     bundle: &Path,
     listener: &UnixListener,
-    options: &RuncOptions,
+    input: &StartInput,
 ) -> anyhow::Result<()> {
+    let options = &input.options;
     let exe = std::env::current_exe().context("locate own binary")?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let mut cmd = Command::new(&exe);
@@ -106,8 +205,11 @@ fn spawn_daemon(
         "-address",
         &flags.address,
     ]);
-    if flags.debug {
+    if flags.debug || input.debug() {
         cmd.arg("-debug");
+    }
+    if let Some(ttrpc) = input.ttrpc_address() {
+        cmd.env("TTRPC_ADDRESS", ttrpc);
     }
     // The daemon's stdio must not be ours: containerd reads our stdout to EOF.
     cmd.current_dir(bundle)

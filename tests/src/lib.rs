@@ -272,8 +272,20 @@ impl Shim {
     /// Runs the binary's `start` action for container `id` of `bundle`, as containerd does;
     /// returns the address it prints.
     pub fn start_action(id: &str, bundle: &Path, events: &str) -> String {
+        let out = Shim::run_start(id, bundle, &[("TTRPC_ADDRESS", events)], b"");
+        let address = String::from_utf8(out).unwrap().trim().to_string();
+        assert!(
+            address.starts_with("unix:///run/containerd/s/"),
+            "address {address:?}"
+        );
+        address
+    }
+
+    /// The `start` action with this environment and stdin; returns its stdout.
+    pub fn run_start(id: &str, bundle: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Vec<u8> {
+        use std::io::Write;
         let fake_containerd = format!("/tmp/rshim-test-{}.sock", std::process::id());
-        let out = Command::new(shim_binary())
+        let mut child = Command::new(shim_binary())
             .args([
                 "-namespace",
                 NAMESPACE,
@@ -285,30 +297,35 @@ impl Shim {
                 "start",
             ])
             .current_dir(bundle)
-            .env("TTRPC_ADDRESS", events)
-            .stdin(Stdio::null())
-            .output()
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("run shim start");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),
             "shim start failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let address = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(
-            address.starts_with("unix:///run/containerd/s/"),
-            "address {address:?}"
-        );
-        address
+        out.stdout
     }
 
     /// Starts a shim for container `id` of `bundle`, publishing to `events`.
     pub async fn start(id: &str, bundle: &Path, events: &str) -> Shim {
         let address = Shim::start_action(id, bundle, events);
+        Shim::attach(&address, id, TaskClient::V2).await
+    }
+
+    /// Connects to the shim at `address` through the Task service `service` (v2 or v3).
+    pub async fn attach(address: &str, id: &str, service: &'static str) -> Shim {
+        let address = address.to_string();
         let client = Client::connect(&address, Duration::from_secs(5))
             .await
             .expect("connect to shim");
-        let task = TaskClient::new(client.clone(), TaskClient::V2);
+        let task = TaskClient::new(client.clone(), service);
         let pid = task
             .connect(
                 containerd_shim_protos::api::ConnectRequest {
