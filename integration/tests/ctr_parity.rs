@@ -412,6 +412,49 @@ fn oom(x: &mut Ctx) {
     );
 }
 
+/// `ctr run --log-uri` with a `binary://` logging binary and with a `file://` path.
+fn log_uris(x: &mut Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let script = dir.path().join("logger.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$CONTAINER_NAMESPACE [$*]\" > {out}/args\nexec 5>&-\n\
+             /bin/cat <&3 > {out}/stdout &\n/bin/cat <&4 > {out}/stderr\nwait\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let binary = format!("binary://{}?-t=tag", script.display());
+    let file = format!("file://{out}/file/log");
+    for (label, uri) in [("binary", binary.as_str()), ("file", file.as_str())] {
+        x.ctr(
+            &format!("run --log-uri {label}"),
+            &[
+                "run",
+                "--rm",
+                "--log-uri",
+                uri,
+                "--runtime",
+                "{rt}",
+                IMAGE,
+                "{id}",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 2",
+            ],
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for f in ["args", "stdout", "stderr", "file/log"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| e.to_string());
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort();
+        x.note(f, lines.join("|"));
+    }
+}
+
 /// The live shim serving container `id` of this containerd.
 fn shim_of(address: &str, id: &str) -> Option<i32> {
     shims_of(address).into_iter().find(|pid| {
@@ -433,6 +476,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("shim-killed", shim_killed),
     ("metrics", metrics),
     ("oom", oom),
+    ("log-uri", log_uris),
 ];
 
 #[test]
@@ -524,6 +568,12 @@ fn check_reference(name: &str, go: &Observation) {
             "pids.current: Some(\"1\")",
         ],
         "oom" => &["code=Some(137)", "/tasks/oom /tasks/exit"],
+        "log-uri" => &[
+            "args: rshim-it [-t tag]",
+            "stdout: out",
+            "stderr: err",
+            "file/log: err|out",
+        ],
         "detached" => &[
             "exec exit 5: code=Some(5)",
             "status after pause: PAUSED",

@@ -159,7 +159,8 @@ impl Container {
         // returned lost bytes now and then under `ctr run --rm` (about 1 run in 25 with a
         // 1 MiB flood; cause not found yet, see the issue notes). The price: a failed create
         // also shows runc's own error line on the container's stderr, where runc wrote it.
-        let mut prepared = PreparedIo::prepare(&req.stdio, self.io_owner, false)?;
+        let mut prepared =
+            PreparedIo::prepare(&req.stdio, self.stdio_owner(&self.id), false).await?;
         let console = if req.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
@@ -195,7 +196,7 @@ impl Container {
         };
         let pid = read_pid_file(&pid_file)?;
         self.init.set_pid(pid as u32);
-        self.init.set_io(prepared.finish(master)?);
+        self.init.set_io(prepared.finish(master).await?);
         self.watch_cgroup(pid);
         self.shared.exits.register(pid, self.clone(), early);
         Ok(())
@@ -216,6 +217,15 @@ impl Container {
             Err(e) => log::warn!("OOM watch of container {}: {e}", self.id),
         }
         let _ = self.cgroup.set(cg);
+    }
+
+    /// Who a process's stdio belongs to (`process_id` is the container id for the init).
+    fn stdio_owner<'a>(&'a self, process_id: &'a str) -> crate::stdio::Owner<'a> {
+        crate::stdio::Owner {
+            id: process_id,
+            namespace: &self.shared.namespace,
+            uid_gid: self.io_owner,
+        }
     }
 
     /// The container's cgroup metrics (`Stats`).
@@ -365,7 +375,8 @@ impl Container {
         exec: &Arc<Process>,
         spec: &oci_spec::runtime::Process,
     ) -> Result<u32> {
-        let mut prepared = PreparedIo::prepare(&exec.stdio, self.io_owner, true)?;
+        let mut prepared =
+            PreparedIo::prepare(&exec.stdio, self.stdio_owner(&exec.id), true).await?;
         let console = if exec.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
@@ -399,7 +410,7 @@ impl Container {
         let pid = read_pid_file(&pid_file)?;
         let _ = std::fs::remove_file(&pid_file);
         exec.set_pid(pid as u32);
-        exec.set_io(prepared.finish(master)?);
+        exec.set_io(prepared.finish(master).await?);
         let _ = exec.transition(Status::Running);
         self.shared.publisher.publish(TaskExecStarted {
             container_id: self.id.clone(),

@@ -2,6 +2,7 @@
 //! construction. See the README for the design.
 
 pub mod address;
+pub mod binary_io;
 pub mod cgroup;
 pub mod container;
 pub mod daemon;

@@ -1,5 +1,5 @@
 //! A process's stdio as containerd hands it over: FIFO paths (any of them empty), `file://`
-//! URIs, or a terminal. The shim owns the pipes between the container and these destinations.
+//! URIs, `binary://` logging binaries (see `binary_io`), or a terminal. The shim owns the pipes between the container and these destinations.
 //!
 //! Bug class 3: the pipes exist, and their readers run, before runc is spawned
 //! (`runc_wrapper::io::ProcessPipes` starts draining at creation), and the destinations are
@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
+use crate::binary_io::{is_binary_uri, BinaryIo, Logger};
 use crate::error::{Error, Result};
 
 /// What containerd asked for.
@@ -40,8 +41,19 @@ pub struct ProcessIo {
     output_copies: Mutex<Vec<JoinHandle<()>>>,
     drained: Mutex<Option<BoxFuture<'static, ()>>>,
     console: Option<OwnedFd>,
+    /// The `binary://` logging process, stopped once the output is drained.
+    logger: Option<Logger>,
     /// Owns the drain tasks of the output pipes.
     _pipes: Option<ProcessPipes>,
+}
+
+/// Whose stdio it is: a `binary://` logger is told the process id and namespace.
+#[derive(Clone, Copy)]
+pub struct Owner<'a> {
+    pub id: &'a str,
+    pub namespace: &'a str,
+    /// IoUid/IoGid: the owner of the pipes handed to the process.
+    pub uid_gid: Option<(u32, u32)>,
 }
 
 /// Before runc: the fds runc gets and what the shim keeps.
@@ -51,6 +63,8 @@ pub struct PreparedIo {
     pipes: Option<ProcessPipes>,
     stdin_path: String,
     stdout_path: String,
+    id: String,
+    namespace: String,
 }
 
 impl PreparedIo {
@@ -58,14 +72,8 @@ impl PreparedIo {
     /// For a terminal nothing is created here: the pty comes from the console socket later.
     /// `hold`: keep output in memory until `finish` (a failed `runc create` then shows only
     /// its error, as with the Go shim; the drains never stop reading either way).
-    pub fn prepare(cfg: &StdioConfig, owner: Option<(u32, u32)>, hold: bool) -> Result<PreparedIo> {
-        let empty = ProcessIo {
-            stdin_copy: Mutex::new(None),
-            output_copies: Mutex::new(Vec::new()),
-            drained: Mutex::new(None),
-            console: None,
-            _pipes: None,
-        };
+    pub async fn prepare(cfg: &StdioConfig, owner: Owner<'_>, hold: bool) -> Result<PreparedIo> {
+        let mut empty = ProcessIo::none();
         if cfg.terminal {
             return Ok(PreparedIo {
                 runc_stdio: RuncStdio::default(),
@@ -73,23 +81,34 @@ impl PreparedIo {
                 pipes: None,
                 stdin_path: cfg.stdin.clone(),
                 stdout_path: cfg.stdout.clone(),
+                id: owner.id.to_string(),
+                namespace: owner.namespace.to_string(),
             });
         }
+        // A logging binary takes both outputs and no input, as in the Go shim.
+        let binary = is_binary_uri(&cfg.stdout);
         let mut pipes = ProcessPipes::new(
-            !cfg.stdin.is_empty(),
+            !cfg.stdin.is_empty() && !binary,
             !cfg.stdout.is_empty(),
-            !cfg.stderr.is_empty(),
-            owner,
+            !cfg.stderr.is_empty() || binary,
+            owner.uid_gid,
         )
         .map_err(|e| Error::io("create stdio pipes", e))?;
         if hold {
             pipes.hold();
         }
-        if !cfg.stdout.is_empty() {
-            pipes.attach_stdout(open_output(&cfg.stdout)?);
-        }
-        if !cfg.stderr.is_empty() {
-            pipes.attach_stderr(open_output(&cfg.stderr)?);
+        if binary {
+            let logger = BinaryIo::start(&cfg.stdout, owner.id, owner.namespace).await?;
+            pipes.attach_stdout(Box::new(logger.stdout));
+            pipes.attach_stderr(Box::new(logger.stderr));
+            empty.logger = Some(logger.logger);
+        } else {
+            if !cfg.stdout.is_empty() {
+                pipes.attach_stdout(open_output(&cfg.stdout)?);
+            }
+            if !cfg.stderr.is_empty() {
+                pipes.attach_stderr(open_output(&cfg.stderr)?);
+            }
         }
         if let Some(stdin_pipe) = pipes.take_stdin() {
             let fifo = open_input(&cfg.stdin)?;
@@ -104,12 +123,14 @@ impl PreparedIo {
             pipes: Some(pipes),
             stdin_path: String::new(),
             stdout_path: String::new(),
+            id: owner.id.to_string(),
+            namespace: owner.namespace.to_string(),
         })
     }
 
     /// After runc: for a terminal, wire the pty master received on the console socket to the
     /// FIFOs (stdout carries the terminal's output; stderr is unused with a tty).
-    pub fn finish(mut self, console: Option<OwnedFd>) -> Result<ProcessIo> {
+    pub async fn finish(mut self, console: Option<OwnedFd>) -> Result<ProcessIo> {
         let mut io = std::mem::replace(&mut self.io, ProcessIo::none());
         if let Some(pipes) = &self.pipes {
             pipes.release();
@@ -118,7 +139,13 @@ impl PreparedIo {
         let Some(master) = console else { return Ok(io) };
         if !self.stdout_path.is_empty() {
             let reader = pty_half(&master)?;
-            let out = open_output(&self.stdout_path)?;
+            let out: Box<dyn AsyncWrite + Send + Unpin> = if is_binary_uri(&self.stdout_path) {
+                let logger = BinaryIo::start(&self.stdout_path, &self.id, &self.namespace).await?;
+                io.logger = Some(logger.logger);
+                Box::new(logger.stdout)
+            } else {
+                open_output(&self.stdout_path)?
+            };
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
             let copy = tokio::spawn(async move {
                 copy_pty_output(reader, out).await;
@@ -163,6 +190,7 @@ impl ProcessIo {
             output_copies: Mutex::new(Vec::new()),
             drained: Mutex::new(None),
             console: None,
+            logger: None,
             _pipes: None,
         }
     }
@@ -219,12 +247,19 @@ impl ProcessIo {
         {
             copy.abort();
         }
+        if let Some(logger) = &self.logger {
+            logger.stop().await;
+        }
     }
 }
 
 /// Opens an output destination: a FIFO or plain path, or `file:///path` (appended to).
 fn open_output(uri: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
     if let Some(path) = uri.strip_prefix("file://") {
+        if let Some(dir) = Path::new(path).parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
