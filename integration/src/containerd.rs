@@ -102,7 +102,8 @@ impl PrivateContainerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
-    fn args(&self, args: &[&str]) -> Vec<String> {
+    /// The full `ctr` argument list (address, namespace, then `args`).
+    pub fn args(&self, args: &[&str]) -> Vec<String> {
         let mut v = vec![
             "--address".to_string(),
             self.address.clone(),
@@ -261,7 +262,7 @@ fn delete_orphaned_containers(dir: &Path) {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

@@ -9,6 +9,8 @@ pub struct Event {
     pub namespace: String,
     pub topic: String,
     pub payload: serde_json::Value,
+    /// When the line was read from `ctr events` (for latency figures).
+    pub received: std::time::SystemTime,
 }
 
 impl Event {
@@ -37,6 +39,7 @@ pub fn parse_line(line: &str) -> Option<Event> {
         namespace,
         topic,
         payload,
+        received: std::time::SystemTime::now(),
     })
 }
 

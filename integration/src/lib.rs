@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod ctr;
 pub mod events;
 pub mod image;
+pub mod procfs;
 
 /// The runtimes under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

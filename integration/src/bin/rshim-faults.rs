@@ -12,6 +12,7 @@ use containerd_shim_protos::api::{DeleteRequest, KillRequest, WaitRequest};
 use rshim_integration::containerd::{Options, PrivateContainerd, NAMESPACE};
 use rshim_integration::events::EventCapture;
 use rshim_integration::image::IMAGE;
+use rshim_integration::procfs::usage;
 use rshim_integration::{ctr, Runtime};
 use ttrpc_client::task::TaskClient;
 use ttrpc_client::{CallOptions, Client};
@@ -21,33 +22,6 @@ struct Row {
     go: String,
     rshim: String,
     rshim_pass: bool,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    threads: usize,
-    rss_kib: u64,
-}
-
-fn usage(pid: i32) -> Usage {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Usage {
-        fds,
-        threads: field("Threads:") as usize,
-        rss_kib: field("VmRSS:"),
-    }
 }
 
 fn shim_client_address(c: &PrivateContainerd, id: &str) -> String {

@@ -1,0 +1,579 @@
+//! The measurements. Each group runs the two shims alternately (A B, then B A, ...) and
+//! returns its figures; every container it made is removed by the caller afterwards.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use containerd_shim_protos::api::*;
+use rshim_integration::containerd::{shell_quote, shims_of, PrivateContainerd};
+use rshim_integration::events::EventCapture;
+use rshim_integration::image::IMAGE;
+use rshim_integration::procfs::{usage, Usage};
+use rshim_integration::Runtime;
+use rshim_tests::Bundle;
+use ttrpc_client::task::TaskClient;
+use ttrpc_client::{CallOptions, Client};
+
+use crate::stats::Figure;
+use crate::Plan;
+
+const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
+
+/// Round `i` runs the two shims in this order: alternating which goes first.
+fn order(i: usize) -> [Runtime; 2] {
+    if i % 2 == 0 {
+        [Runtime::Go, Runtime::Rshim]
+    } else {
+        [Runtime::Rshim, Runtime::Go]
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn check(out: &rshim_integration::ctr::Output, what: &str) -> anyhow::Result<()> {
+    if out.code != Some(0) {
+        bail!(
+            "{what} failed: {:?} {} {}",
+            out.code,
+            out.stdout,
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
+fn run_detached(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    id: &str,
+    extra: &[&str],
+    cmd: &[&str],
+) -> anyhow::Result<()> {
+    let mut args = vec!["run", "-d", "--runtime", rt.runtime_type()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, id]);
+    args.extend_from_slice(cmd);
+    check(&c.ctr(&args), &format!("ctr run -d {id}"))
+}
+
+fn remove(c: &PrivateContainerd, id: &str) {
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    let _ = c.ctr(&["task", "delete", "-f", id]);
+    let _ = c.ctr(&["containers", "rm", id]);
+}
+
+/// The shim's memory once it has settled.
+fn settled_usage(pid: i32) -> Usage {
+    std::thread::sleep(Duration::from_millis(500));
+    usage(pid)
+}
+
+/// Idle shim with one container; one pod shim holding 1, 10 and 50 containers.
+pub fn memory(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let mut rss = Figure::new("memory", "idle shim, 1 container: RSS", "MiB");
+    let mut pss = Figure::new("memory", "idle shim, 1 container: PSS", "MiB");
+    let mut threads = Figure::new("memory", "idle shim, 1 container: threads", "threads");
+    for i in 0..plan.few {
+        for rt in order(i) {
+            let id = format!("mem-{}-{i}", rt.name());
+            run_detached(c, rt, &id, &[], &["sleep", "100000"])?;
+            let pid = c.shim_of(&id).context("shim of the container")?;
+            let u = settled_usage(pid);
+            rss.push(rt, mib(u.rss_kib));
+            pss.push(rt, mib(u.pss_kib));
+            threads.push(rt, u.threads as f64);
+            remove(c, &id);
+        }
+    }
+    let mut figs = vec![rss, pss, threads];
+    let sizes = &plan.pod_sizes;
+    let mut pod_rss: Vec<Figure> = sizes
+        .iter()
+        .map(|n| Figure::new("memory", format!("pod shim, {n} containers: RSS"), "MiB"))
+        .collect();
+    let mut pod_pss: Vec<Figure> = sizes
+        .iter()
+        .map(|n| Figure::new("memory", format!("pod shim, {n} containers: PSS"), "MiB"))
+        .collect();
+    let mut pod_threads = Figure::new(
+        "memory",
+        format!(
+            "pod shim, {} containers: threads",
+            sizes.last().unwrap_or(&0)
+        ),
+        "threads",
+    );
+    let mut growth = Figure::new("memory", "pod shim: RSS per added container", "KiB");
+    for rt in order(0) {
+        let pod = format!("pod-{}", rt.name());
+        let annotation = format!("{GROUP_ANNOTATION}={pod}");
+        let mut made = 0;
+        let mut first = None;
+        for (k, &n) in sizes.iter().enumerate() {
+            while made < n {
+                let id = format!("{pod}-{made}");
+                run_detached(
+                    c,
+                    rt,
+                    &id,
+                    &["--annotation", &annotation],
+                    &["sleep", "100000"],
+                )?;
+                made += 1;
+            }
+            let pid = c.shim_of(&format!("{pod}-0")).context("pod shim")?;
+            let u = settled_usage(pid);
+            pod_rss[k].push(rt, mib(u.rss_kib));
+            pod_pss[k].push(rt, mib(u.pss_kib));
+            if k + 1 == sizes.len() {
+                pod_threads.push(rt, u.threads as f64);
+                if let Some((n0, rss0)) = first {
+                    growth.push(rt, (u.rss_kib as f64 - rss0) / (n - n0) as f64);
+                }
+            }
+            first.get_or_insert((n, u.rss_kib as f64));
+        }
+        c.remove_all();
+    }
+    figs.extend(pod_rss);
+    figs.extend(pod_pss);
+    figs.push(pod_threads);
+    figs.push(growth);
+    Ok(figs)
+}
+
+/// `ctr run --rm` of `/bin/true` through containerd.
+pub fn lifecycle(
+    c: &PrivateContainerd,
+    _: &EventCapture,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut f = Figure::new("latency", "ctr run --rm true", "ms").latency();
+    for i in 0..plan.runs {
+        for rt in order(i) {
+            let id = format!("life-{}-{i}", rt.name());
+            let t = Instant::now();
+            let out = c.ctr(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt.runtime_type(),
+                IMAGE,
+                &id,
+                "true",
+            ]);
+            let took = t.elapsed();
+            check(&out, "ctr run --rm true")?;
+            f.push(rt, ms(took));
+        }
+    }
+    Ok(vec![f])
+}
+
+fn shim_binary(rt: Runtime) -> std::path::PathBuf {
+    match rt {
+        Runtime::Go => "/usr/bin/containerd-shim-runc-v2".into(),
+        Runtime::Rshim => {
+            rshim_integration::containerd::rshim_bin_dir().join("containerd-shim-rshim-v2")
+        }
+    }
+}
+
+const BENCH_NAMESPACE: &str = "rshim-bench";
+
+/// The shim's own share: the `start` action (launch to printed address), the Task API
+/// lifecycle over ttrpc (Create, Start, Wait, Delete of `/bin/true`) and `runc run` of the same
+/// bundle alone, the floor under any shim.
+pub fn shim_share(
+    c: &PrivateContainerd,
+    _: &EventCapture,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Figure>> {
+    let rt_tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut start = Figure::new("shim", "start action: launch to address", "ms").latency();
+    let mut rpc = Figure::new("shim", "Create+Start+Wait+Delete over ttrpc", "ms").latency();
+    let mut own = Figure::new("shim", "shim's own share (above runc alone)", "ms").latency();
+    let floor = runc_floor(plan.runs)?;
+    let floor_median = crate::stats::median(&floor).unwrap_or(0.0);
+    for i in 0..plan.runs {
+        for rt in order(i) {
+            let bundle = Bundle::new(&["true"]);
+            let id = format!("share-{}-{i}", rt.name());
+            // The shim's log FIFO, as containerd makes it (the Go shim exits without it); a
+            // non-blocking read end lets the shim open it and holds its few lines.
+            let log = bundle.path().join("log");
+            nix::unistd::mkfifo(&log, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+            let _log_reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&log)?;
+            let t = Instant::now();
+            let out = Command::new(shim_binary(rt))
+                .args([
+                    "-namespace",
+                    BENCH_NAMESPACE,
+                    "-id",
+                    &id,
+                    "-address",
+                    &c.address,
+                    "start",
+                ])
+                .current_dir(bundle.path())
+                .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.address))
+                .stdin(Stdio::null())
+                .output()?;
+            start.push(rt, ms(t.elapsed()));
+            if !out.status.success() {
+                bail!(
+                    "{} start: {}",
+                    rt.name(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let address = String::from_utf8(out.stdout)?.trim().to_string();
+            let took = rt_tokio.block_on(drive_lifecycle(&address, &id, bundle.path()))?;
+            rpc.push(rt, ms(took));
+            own.push(rt, ms(took) - floor_median);
+        }
+    }
+    let mut runc = Figure::new("shim", "runc run alone (floor, same for both)", "ms").latency();
+    runc.go = floor.clone();
+    runc.rshim = floor;
+    Ok(vec![start, rpc, own, runc])
+}
+
+async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Result<Duration> {
+    let opts = CallOptions::with_timeout(Duration::from_secs(30)).namespace(BENCH_NAMESPACE);
+    let client = Client::connect(address, Duration::from_secs(5))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let task = TaskClient::new(client, TaskClient::V2);
+    let e = |e: ttrpc_client::Error| anyhow::anyhow!("{e}");
+    let t = Instant::now();
+    task.create(
+        CreateTaskRequest {
+            id: id.into(),
+            bundle: bundle.to_string_lossy().into(),
+            ..Default::default()
+        },
+        &opts,
+    )
+    .await
+    .map_err(e)?;
+    let req = StartRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    task.start(req, &opts).await.map_err(e)?;
+    let req = WaitRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    task.wait(req, &opts).await.map_err(e)?;
+    let req = DeleteRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    task.delete(req, &opts).await.map_err(e)?;
+    let took = t.elapsed();
+    let _ = task.shutdown(ShutdownRequest::default(), &opts).await;
+    Ok(took)
+}
+
+/// `runc run` of a `/bin/true` bundle, in ms.
+fn runc_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
+    let root = "/run/rshim-bench-runc";
+    let mut v = Vec::new();
+    for i in 0..runs {
+        let bundle = Bundle::new(&["true"]);
+        let t = Instant::now();
+        let status = Command::new("runc")
+            .args(["--root", root, "run", "--bundle"])
+            .arg(bundle.path())
+            .arg(format!("floor-{i}-{}", std::process::id()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("runc run failed: {status}");
+        }
+        v.push(ms(t.elapsed()));
+    }
+    Ok(v)
+}
+
+/// `ctr task exec` of `/bin/true` in a running container.
+pub fn exec(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let mut f = Figure::new("latency", "ctr task exec true", "ms").latency();
+    for rt in order(0) {
+        run_detached(
+            c,
+            rt,
+            &format!("exec-{}", rt.name()),
+            &[],
+            &["sleep", "100000"],
+        )?;
+    }
+    for i in 0..plan.runs {
+        for rt in order(i) {
+            let id = format!("exec-{}", rt.name());
+            let exec_id = format!("e{i}");
+            let t = Instant::now();
+            let out = c.ctr(&["task", "exec", "--exec-id", &exec_id, &id, "true"]);
+            let took = t.elapsed();
+            check(&out, "ctr task exec")?;
+            f.push(rt, ms(took));
+        }
+    }
+    Ok(vec![f])
+}
+
+/// A container writing N MiB of zeros to stdout, read by `ctr run` into /dev/null: through pipes
+/// and FIFOs, and through a pty.
+pub fn stdio(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let (pipe_mib, tty_mib) = plan.stdio_mib;
+    let mut pipe =
+        Figure::new("stdio", format!("{pipe_mib} MiB stdout, ctr run"), "MB/s").throughput();
+    let mut tty =
+        Figure::new("stdio", format!("{tty_mib} MiB stdout, ctr run -t"), "MB/s").throughput();
+    for i in 0..plan.few {
+        for rt in order(i) {
+            let id = format!("flood-{}-{i}", rt.name());
+            let count = format!("count={pipe_mib}");
+            let args = c.args(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt.runtime_type(),
+                IMAGE,
+                &id,
+                "dd",
+                "if=/dev/zero",
+                "bs=1M",
+                &count,
+            ]);
+            let t = Instant::now();
+            let status = Command::new("ctr")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            let secs = t.elapsed().as_secs_f64();
+            if !status.success() {
+                bail!("flood through {} failed: {status}", rt.name());
+            }
+            pipe.push(rt, pipe_mib as f64 * 1.048576 / secs);
+
+            let id = format!("ttyflood-{}-{i}", rt.name());
+            let count = format!("count={tty_mib}");
+            let line = c
+                .args(&[
+                    "run",
+                    "-t",
+                    "--rm",
+                    "--runtime",
+                    rt.runtime_type(),
+                    IMAGE,
+                    &id,
+                    "dd",
+                    "if=/dev/zero",
+                    "bs=1M",
+                    &count,
+                ])
+                .iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let t = Instant::now();
+            let status = Command::new("script")
+                .args(["-qec", &format!("ctr {line}"), "/dev/null"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            let secs = t.elapsed().as_secs_f64();
+            if !status.success() {
+                bail!("tty flood through {} failed: {status}", rt.name());
+            }
+            tty.push(rt, tty_mib as f64 * 1.048576 / secs);
+        }
+    }
+    Ok(vec![pipe, tty])
+}
+
+/// From a process's exit (the `exited_at` the shim stamps when it reaps it) to the
+/// `/tasks/exit` event read from `ctr events`.
+pub fn event_latency(
+    c: &PrivateContainerd,
+    events: &EventCapture,
+    plan: &Plan,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut f = Figure::new("events", "exit to /tasks/exit at ctr events", "ms").latency();
+    for i in 0..plan.runs {
+        for rt in order(i) {
+            let id = format!("ev-{}-{i}", rt.name());
+            run_detached(c, rt, &id, &[], &["sleep", "0.2"])?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let exit = loop {
+                let found = events
+                    .all()
+                    .into_iter()
+                    .find(|e| e.topic == "/tasks/exit" && e.container() == Some(id.as_str()));
+                if let Some(e) = found {
+                    break e;
+                }
+                if Instant::now() > deadline {
+                    bail!("no /tasks/exit for {id}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let exited_at = exit.payload["exited_at"]
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                .with_context(|| format!("exited_at in {}", exit.payload))?;
+            let latency = exit.received.duration_since(exited_at).unwrap_or_default();
+            f.push(rt, ms(latency));
+            remove(c, &id);
+        }
+    }
+    Ok(vec![f])
+}
+
+/// `pods x per_pod` containers started at once (`ctr run -d` in parallel): total time, and
+/// the memory and threads of all shims together afterwards.
+pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let (pods, per_pod) = plan.scale;
+    let n = pods * per_pod;
+    let mut total = Figure::new(
+        "scale",
+        format!("{n} containers ({pods} pods) started at once"),
+        "s",
+    );
+    let mut rss = Figure::new("scale", format!("all shims of {n} containers: RSS"), "MiB");
+    let mut pss = Figure::new("scale", format!("all shims of {n} containers: PSS"), "MiB");
+    let mut threads = Figure::new(
+        "scale",
+        format!("all shims of {n} containers: threads"),
+        "threads",
+    );
+    for rt in order(0) {
+        let t = Instant::now();
+        let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|k| {
+                    s.spawn(move || {
+                        let pod = format!("scale-{}-p{}", rt.name(), k % pods);
+                        let id = format!("{pod}-c{}", k / pods);
+                        let annotation = format!("{GROUP_ANNOTATION}={pod}");
+                        run_detached(
+                            c,
+                            rt,
+                            &id,
+                            &["--annotation", &annotation],
+                            &["sleep", "100000"],
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("panicked")))
+                .collect()
+        });
+        total.push(rt, t.elapsed().as_secs_f64());
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let shims = shims_of(&c.address);
+        let sum = shims
+            .iter()
+            .map(|p| usage(*p))
+            .fold(Usage::default(), |a, u| Usage {
+                fds: a.fds + u.fds,
+                threads: a.threads + u.threads,
+                rss_kib: a.rss_kib + u.rss_kib,
+                pss_kib: a.pss_kib + u.pss_kib,
+            });
+        if shims.len() != pods {
+            bail!("{}: {} shims for {pods} pods", rt.name(), shims.len());
+        }
+        rss.push(rt, mib(sum.rss_kib));
+        pss.push(rt, mib(sum.pss_kib));
+        threads.push(rt, sum.threads as f64);
+        remove_parallel(c);
+    }
+    Ok(vec![total, rss, pss, threads])
+}
+
+fn remove_parallel(c: &PrivateContainerd) {
+    let list = c.ctr(&["containers", "list", "-q"]);
+    let ids: Vec<&str> = list.stdout.lines().filter(|l| !l.is_empty()).collect();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(ids.len().div_ceil(8).max(1)) {
+            s.spawn(move || chunk.iter().for_each(|id| remove(c, id)));
+        }
+    });
+}
+
+/// The machine, for the report.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown CPU")
+        .trim()
+        .to_string();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| format!("{} GiB", k / (1 << 20)))
+        .unwrap_or_default();
+    let first_line = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.lines().next().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else {
+        "v1"
+    };
+    format!(
+        "{cpus} x {model}, {mem}, Linux {}, cgroup {cgroup}; {}; {}",
+        kernel.trim(),
+        first_line("containerd", "--version"),
+        first_line("runc", "--version")
+    )
+}
+
+pub fn today() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..10].to_string()
+}
