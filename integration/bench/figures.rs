@@ -24,7 +24,7 @@ const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 /// Round `i` runs the two shims in this order: alternating which goes first.
 fn order(i: usize) -> [Runtime; 2] {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         [Runtime::Go, Runtime::Rshim]
     } else {
         [Runtime::Rshim, Runtime::Go]

@@ -84,7 +84,7 @@ fn cell(v: &[f64], p95: bool) -> String {
     let Some(m) = median(v) else {
         return "-".into();
     };
-    let mut s = format!("{}", fmt(m));
+    let mut s = fmt(m);
     if p95 {
         s.push_str(&format!(" (p95 {})", fmt(percentile(v, 95.0).unwrap_or(m))));
     }
