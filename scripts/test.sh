@@ -17,3 +17,6 @@ cargo build --workspace --bins --locked 2>&1 | tail -n 3
 cargo test --workspace --locked -- --test-threads=4 2>&1
 # The fault-injection suite: bug classes on real containerd, rshim beside the Go shim.
 ./target/debug/rshim-faults
+# The benchmark harness, quick and to a temp dir: it must keep working (figures are not
+# asserted; the published ones come from a full release run).
+./target/debug/rshim-bench --quick --out "$(mktemp -d /tmp/rshim-bench-ci.XXXX)" > /dev/null

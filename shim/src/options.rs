@@ -85,8 +85,7 @@ impl RuncOptions {
             GENERIC_OPTIONS_TYPE => {
                 let (path, body) = decode_generic(&any.value)?;
                 let text = match (path.is_empty(), body.is_empty()) {
-                    (false, _) => std::fs::read_to_string(&path)
-                        .map_err(|e| Error::InvalidArgument(format!("runtime options file {path}: {e}")))?,
+                    (false, _) => read_options_file(&path)?,
                     (true, false) => String::from_utf8(body)
                         .map_err(|_| Error::InvalidArgument("runtime options body is not UTF-8".into()))?,
                     (true, true) => return Ok(RuncOptions::default()),
@@ -206,6 +205,29 @@ impl RuncOptions {
         }
         Ok(opts)
     }
+}
+
+/// Largest runtime options file read (a TOML of a dozen keys).
+const MAX_OPTIONS_FILE: u64 = 1 << 20;
+
+/// The options file CRI names: a regular file, read up to `MAX_OPTIONS_FILE` (a path such as
+/// /dev/zero must not stall Create or exhaust memory).
+fn read_options_file(path: &str) -> Result<String> {
+    use std::io::Read;
+    let invalid = |e: String| Error::InvalidArgument(format!("runtime options file {path}: {e}"));
+    let file = std::fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| invalid(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    let mut text = String::new();
+    file.take(MAX_OPTIONS_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| invalid(e.to_string()))?;
+    if text.len() as u64 > MAX_OPTIONS_FILE {
+        return Err(invalid(format!("larger than {MAX_OPTIONS_FILE} bytes")));
+    }
+    Ok(text)
 }
 
 /// `runtimeoptions.v1.Options`: (config_path = 2, config_body = 3); type_url = 1 is ignored.
@@ -344,6 +366,14 @@ mod tests {
             RuncOptions::from_any(Some(&missing)),
             Err(Error::InvalidArgument(_))
         ));
+        // A device instead of a file: refused at once, never read forever.
+        let zero = Any {
+            type_url: GENERIC_OPTIONS_TYPE.into(),
+            value: [&[0x12, 9][..], b"/dev/zero"].concat(),
+            ..Default::default()
+        };
+        let err = RuncOptions::from_any(Some(&zero)).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 
     #[test]

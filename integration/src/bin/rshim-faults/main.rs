@@ -3,7 +3,10 @@
 //! rows are measured and printed, not asserted. The table goes to stdout and to
 //! integration/results/faults.md.
 //!
-//! `rshim-faults [--rounds N]` (default 2000 storm rounds).
+//! `rshim-faults [--rounds N] [--rows 1,9]` (default 2000 storm rounds, every row; only a run of
+//! every row rewrites the results file).
+
+mod bad_requests;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -1107,6 +1110,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
+    // `--rows 1,9`: only those scenarios (for development); default all.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--rows")
+        .nth(1)
+        .map(|r| r.split(',').map(String::from).collect());
+    let wants = |row: &str| only.as_ref().is_none_or(|o| o.iter().any(|r| r == row));
     // `--flood-loop N`: only scenario 3 against rshim, N times (to chase an intermittent).
     if let Some(n) = std::env::args()
         .skip_while(|a| a != "--flood-loop")
@@ -1141,88 +1150,117 @@ fn main() -> anyhow::Result<()> {
         let mut c = PrivateContainerd::start(Options::default())?;
         c.import_busybox()?;
         let events = EventCapture::start(&c.address)?;
-        let mut results = Vec::new();
-        for r in [Runtime::Go, Runtime::Rshim] {
-            let res = rt.block_on(storm(&c, &events, r, rounds));
-            results.push(res.unwrap_or_else(|e| (format!("error: {e:#}"), false)));
+        if wants("1") {
+            let mut results = Vec::new();
+            for r in [Runtime::Go, Runtime::Rshim] {
+                let res = rt.block_on(storm(&c, &events, r, rounds));
+                results.push(res.unwrap_or_else(|e| (format!("error: {e:#}"), false)));
+            }
+            rows.push(Row {
+                scenario: "1 unkillable process storm",
+                go: results[0].0.clone(),
+                rshim: results[1].0.clone(),
+                rshim_pass: results[1].1,
+            });
         }
-        rows.push(Row {
-            scenario: "1 unkillable process storm",
-            go: results[0].0.clone(),
-            rshim: results[1].0.clone(),
-            rshim_pass: results[1].1,
-        });
-        let go = stdio_flood(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim =
-            stdio_flood(&c, Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row {
-            scenario: "3 runc stdio flood (1 MiB before runc)",
-            go: go.0,
-            rshim: rshim.0,
-            rshim_pass: rshim.1,
-        });
-        let go =
-            server_deadlock(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = server_deadlock(&c, Runtime::Rshim)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row {
-            scenario: "2 pipelined 64 x 1 MiB requests, 4 KiB buffers",
-            go: go.0,
-            rshim: rshim.0,
-            rshim_pass: rshim.1,
-        });
-        let go =
-            hostile_clients(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = hostile_clients(&c, Runtime::Rshim)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row {
-            scenario: "8 hostile clients on the shim socket",
-            go: go.0,
-            rshim: rshim.0,
-            rshim_pass: rshim.1,
-        });
-        let go = hanging_runc_in_a_pod(&c, Runtime::Go)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = hanging_runc_in_a_pod(&c, Runtime::Rshim)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row {
-            scenario: "7 runc hangs for one container of a pod shim",
-            go: go.0,
-            rshim: rshim.0,
-            rshim_pass: rshim.1,
-        });
-        let go = shim_killed_during_create(&c, Runtime::Go)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = shim_killed_during_create(&c, Runtime::Rshim)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        rows.push(Row {
-            scenario: "5 shim SIGKILLed during runc create",
-            go: go.0,
-            rshim: rshim.0,
-            rshim_pass: rshim.1,
-        });
+        if wants("3") {
+            let go =
+                stdio_flood(&c, Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = stdio_flood(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "3 runc stdio flood (1 MiB before runc)",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+        if wants("2") {
+            let go = server_deadlock(&c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = server_deadlock(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "2 pipelined 64 x 1 MiB requests, 4 KiB buffers",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+        if wants("8") {
+            let go = hostile_clients(&c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = hostile_clients(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "8 hostile clients on the shim socket",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+        if wants("7") {
+            let go = hanging_runc_in_a_pod(&c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = hanging_runc_in_a_pod(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "7 runc hangs for one container of a pod shim",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+        if wants("5") {
+            let go = shim_killed_during_create(&c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = shim_killed_during_create(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "5 shim SIGKILLed during runc create",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+        if wants("9") {
+            let go = bad_requests::bad_requests(&c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = bad_requests::bad_requests(&c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "9 bad requests on the shim socket",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
         drop(events);
-        let go = containerd_restart(&mut c, Runtime::Go)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-        let rshim = containerd_restart(&mut c, Runtime::Rshim)
-            .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        if wants("6") {
+            let go = containerd_restart(&mut c, Runtime::Go)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let rshim = containerd_restart(&mut c, Runtime::Rshim)
+                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            rows.push(Row {
+                scenario: "6 containerd restarted while containers run",
+                go: go.0,
+                rshim: rshim.0,
+                rshim_pass: rshim.1,
+            });
+        }
+    }
+
+    if wants("4") {
+        let go = mount_namespaces(Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
+        let rshim =
+            mount_namespaces(Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
         rows.push(Row {
-            scenario: "6 containerd restarted while containers run",
+            scenario: "4 mounts across mount namespaces",
             go: go.0,
             rshim: rshim.0,
             rshim_pass: rshim.1,
         });
     }
-
-    let go = mount_namespaces(Runtime::Go).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-    let rshim =
-        mount_namespaces(Runtime::Rshim).unwrap_or_else(|e| (format!("error: {e:#}"), false));
-    rows.push(Row {
-        scenario: "4 mounts across mount namespaces",
-        go: go.0,
-        rshim: rshim.0,
-        rshim_pass: rshim.1,
-    });
 
     let mut table = String::from(
         "| scenario | Go shim (measured) | rshim | rshim passes |\n|---|---|---|---|\n",
@@ -1239,7 +1277,9 @@ fn main() -> anyhow::Result<()> {
     println!("{table}");
     let results = rshim_integration::workspace_root().join("integration/results");
     std::fs::create_dir_all(&results)?;
-    std::fs::write(results.join("faults.md"), &table)?;
+    if only.is_none() {
+        std::fs::write(results.join("faults.md"), &table)?;
+    }
     let failed = rows.iter().filter(|r| !r.rshim_pass).count();
     println!("faults: {} passed, {} failed", rows.len() - failed, failed);
     if failed > 0 {
