@@ -36,6 +36,22 @@ pub fn rshim_bin_dir() -> PathBuf {
         .unwrap_or_else(|_| crate::workspace_root().join("target").join("debug"))
 }
 
+/// The CRI plugin: the local pause image as sandbox image, CNI config under the temp dir (pods
+/// here use the host network, so no plugin runs), and the two runtime handlers `runc` (the Go
+/// shim) and `rshim`.
+fn cri_config(d: &Path) -> String {
+    let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+    format!(
+        "{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n  disable_apparmor = true\n\
+         {cri}.cni]\n  bin_dir = \"{d}/cni/bin\"\n  conf_dir = \"{d}/cni/conf\"\n\
+         {cri}.containerd]\n  default_runtime_name = \"runc\"\n\
+         {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         {cri}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n",
+        pause = image::PAUSE_IMAGE,
+        d = d.display(),
+    )
+}
+
 impl PrivateContainerd {
     pub fn start(opts: Options) -> anyhow::Result<PrivateContainerd> {
         let bin_dir = rshim_bin_dir();
@@ -54,12 +70,14 @@ impl PrivateContainerd {
         } else {
             r#"["io.containerd.grpc.v1.cri"]"#
         };
-        let config = format!(
+        let config =
+            format!(
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
              [grpc]\n  address = \"{address}\"\n[ttrpc]\n  address = \"{address}.ttrpc\"\n\
-             [debug]\n  level = \"debug\"\n",
+             [debug]\n  level = \"debug\"\n{cri}",
             root = d.join("root").display(),
             state = d.join("state").display(),
+            cri = if opts.cri { cri_config(d) } else { String::new() },
         );
         std::fs::write(d.join("config.toml"), config)?;
         let child = spawn(d, &bin_dir, opts.slave_mount_namespace)?;
@@ -146,6 +164,46 @@ impl PrivateContainerd {
         let out = self.ctr(&["images", "import", tar.to_str().unwrap_or_default()]);
         if out.code != Some(0) {
             bail!("ctr images import failed: {}{}", out.stdout, out.stderr);
+        }
+        Ok(())
+    }
+
+    /// The CRI socket (the same gRPC socket as ctr's).
+    pub fn cri_endpoint(&self) -> &str {
+        &self.address
+    }
+
+    /// Builds and imports the busybox and pause images into CRI's namespace (`k8s.io`).
+    pub fn import_cri_images(&self) -> anyhow::Result<()> {
+        for (name, build) in [
+            (
+                "busybox.tar",
+                image::build as fn(&Path) -> anyhow::Result<()>,
+            ),
+            ("pause.tar", image::build_pause),
+        ] {
+            let tar = self.dir.path().join(name);
+            build(&tar)?;
+            let args: Vec<String> = [
+                "--address",
+                &self.address,
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                tar.to_str().unwrap_or_default(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let out = ctr::run("ctr", &args, None, CTR_TIMEOUT);
+            if out.code != Some(0) {
+                bail!(
+                    "ctr -n k8s.io images import {name}: {}{}",
+                    out.stdout,
+                    out.stderr
+                );
+            }
         }
         Ok(())
     }

@@ -9,6 +9,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 pub const IMAGE: &str = "docker.io/rshim/busybox:latest";
+/// The CRI sandbox ("pause") image: the same layer, sleeping as its entrypoint.
+pub const PAUSE_IMAGE: &str = "docker.io/rshim/pause:latest";
 const APPLETS: &[&str] = &[
     "sh",
     "cat",
@@ -98,8 +100,25 @@ fn digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-/// Writes the image archive to `out`.
+/// Writes the busybox image archive to `out`.
 pub fn build(out: &Path) -> anyhow::Result<()> {
+    build_named(
+        out,
+        IMAGE,
+        serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"}),
+    )
+}
+
+/// Writes the pause image archive to `out`.
+pub fn build_pause(out: &Path) -> anyhow::Result<()> {
+    build_named(
+        out,
+        PAUSE_IMAGE,
+        serde_json::json!({"Env": ["PATH=/bin"], "Entrypoint": ["/bin/sleep", "2147483647"], "WorkingDir": "/"}),
+    )
+}
+
+fn build_named(out: &Path, name: &str, image_config: serde_json::Value) -> anyhow::Result<()> {
     let tar_layer = layer(Path::new("/bin/busybox"))?;
     let diff_id = digest(&tar_layer);
     let mut gz = flate2::GzBuilder::new()
@@ -110,7 +129,7 @@ pub fn build(out: &Path) -> anyhow::Result<()> {
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/"},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     }))?;
     let manifest = serde_json::to_vec(&serde_json::json!({
@@ -125,7 +144,7 @@ pub fn build(out: &Path) -> anyhow::Result<()> {
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": digest(&manifest),
             "size": manifest.len(),
-            "annotations": {"org.opencontainers.image.ref.name": IMAGE, "io.containerd.image.name": IMAGE},
+            "annotations": {"org.opencontainers.image.ref.name": name, "io.containerd.image.name": name},
         }],
     }))?;
     let mut archive = tar::Builder::new(std::fs::File::create(out)?);

@@ -1,0 +1,390 @@
+//! containerd's CRI plugin (what kubelet talks to) driving the Go shim (handler `runc`) and
+//! rshim (handler `rshim`) through one scenario: a pod with several containers in one shim,
+//! ExecSync, container logs, stats, resource updates, stop with a grace period, an OOM kill,
+//! removal, and nothing left behind. What CRI reports must be the same for both shims.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use rshim_integration::containerd::{mounts_under, shims_of, Options, PrivateContainerd};
+use rshim_integration::image::IMAGE;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+type Cri = RuntimeServiceClient<Channel>;
+
+async fn connect(socket: &str) -> Cri {
+    let socket = socket.to_string();
+    let channel = Endpoint::try_from("http://[::]")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to CRI");
+    RuntimeServiceClient::new(channel)
+}
+
+/// Every CRI call is bounded: a hang is a failure, not a stuck test.
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> T {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 60s"))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .into_inner()
+}
+
+fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        log_directory: logs.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    // The host network: no CNI plugin is needed.
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, command: &[&str], memory_limit: i64) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: memory_limit,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The CRI log file without timestamps: `stream tag text` per line, sorted (the order between
+/// stdout and stderr is not defined).
+fn log_lines(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            l.split_once(' ')
+                .map(|(_, rest)| rest)
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Polls the container's status until it has exited.
+async fn exited(cri: &mut Cri, id: &str) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = bounded(
+            "ContainerStatus",
+            cri.container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            }),
+        )
+        .await
+        .status
+        .expect("status");
+        if status.state == ContainerState::ContainerExited as i32 {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{id} did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn k8s_shims(address: &str) -> Vec<i32> {
+    shims_of(address)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == b"k8s.io"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// One handler through the whole scenario; returns what CRI reported, in order.
+async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut note = |k: &str, v: String| seen.push(format!("{k}: {v}"));
+    let mut cri = connect(c.cri_endpoint()).await;
+    let logs = tempfile::tempdir().unwrap();
+    let config = pod_config(&format!("pod-{handler}"), logs.path());
+    let run = cri.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: handler.into(),
+    });
+    let pod = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Ok(Ok(r)) => r.into_inner().pod_sandbox_id,
+        other => panic!("RunPodSandbox ({handler}): {other:?}\n{}", c.log_tail()),
+    };
+
+    let mut ids = HashMap::new();
+    for (name, command, limit) in [
+        (
+            "talker",
+            vec![
+                "sh",
+                "-c",
+                "trap '' TERM; echo hello; echo oops >&2; while true; do sleep 1; done",
+            ],
+            0,
+        ),
+        ("sleeper", vec!["sleep", "100000"], 0),
+        (
+            "hog",
+            vec![
+                "sh",
+                "-c",
+                "sleep 1; dd if=/dev/zero of=/dev/null bs=256M count=1",
+            ],
+            32 << 20,
+        ),
+    ] {
+        let id = bounded(
+            "CreateContainer",
+            cri.create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(name, &command, limit)),
+                sandbox_config: Some(config.clone()),
+            }),
+        )
+        .await
+        .container_id;
+        bounded(
+            "StartContainer",
+            cri.start_container(StartContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await;
+        ids.insert(name, id);
+    }
+    note("shims for the pod", k8s_shims(&c.address).len().to_string());
+
+    let exec = bounded(
+        "ExecSync",
+        cri.exec_sync(ExecSyncRequest {
+            container_id: ids["talker"].clone(),
+            cmd: ["sh", "-c", "echo out; echo err >&2; exit 3"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            timeout: 10,
+        }),
+    )
+    .await;
+    note(
+        "exec sync",
+        format!(
+            "exit {} stdout {:?} stderr {:?}",
+            exec.exit_code,
+            String::from_utf8_lossy(&exec.stdout),
+            String::from_utf8_lossy(&exec.stderr)
+        ),
+    );
+
+    let stats = bounded(
+        "ContainerStats",
+        cri.container_stats(ContainerStatsRequest {
+            container_id: ids["sleeper"].clone(),
+        }),
+    )
+    .await
+    .stats
+    .expect("stats");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value);
+    note(
+        "stats",
+        format!(
+            "memory working set > 0: {}, cpu usage > 0: {}",
+            memory.unwrap_or(0) > 0,
+            cpu.unwrap_or(0) > 0
+        ),
+    );
+    let listed = bounded(
+        "ListContainerStats",
+        cri.list_container_stats(ListContainerStatsRequest { filter: None }),
+    )
+    .await
+    .stats
+    .len();
+    note("listed stats", listed.to_string());
+
+    bounded(
+        "UpdateContainerResources",
+        cri.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: ids["sleeper"].clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 128 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let limit = bounded(
+        "ContainerStats after update",
+        cri.container_stats(ContainerStatsRequest {
+            container_id: ids["sleeper"].clone(),
+        }),
+    )
+    .await;
+    note("update answered", format!("{}", limit.stats.is_some()));
+
+    let hog = exited(&mut cri, &ids["hog"]).await;
+    note(
+        "oom",
+        format!("exit {} reason {}", hog.exit_code, hog.reason),
+    );
+
+    // The talker ignores SIGTERM: the grace period runs out, then SIGKILL.
+    let t = Instant::now();
+    bounded(
+        "StopContainer",
+        cri.stop_container(StopContainerRequest {
+            container_id: ids["talker"].clone(),
+            timeout: 2,
+        }),
+    )
+    .await;
+    let stopped_after = t.elapsed();
+    let talker = exited(&mut cri, &ids["talker"]).await;
+    note(
+        "stop with grace 2s",
+        format!(
+            "exit {} reason {} waited the grace period: {}",
+            talker.exit_code,
+            talker.reason,
+            stopped_after >= Duration::from_millis(1800)
+        ),
+    );
+    note(
+        "talker log",
+        log_lines(&logs.path().join("talker.log")).join(" | "),
+    );
+
+    for id in ids.values() {
+        let _ = bounded(
+            "StopContainer",
+            cri.stop_container(StopContainerRequest {
+                container_id: id.clone(),
+                timeout: 0,
+            }),
+        )
+        .await;
+        bounded(
+            "RemoveContainer",
+            cri.remove_container(RemoveContainerRequest {
+                container_id: id.clone(),
+            }),
+        )
+        .await;
+    }
+    bounded(
+        "StopPodSandbox",
+        cri.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await;
+    bounded(
+        "RemovePodSandbox",
+        cri.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !k8s_shims(&c.address).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    note("shims left", k8s_shims(&c.address).len().to_string());
+    note("mounts left", mounts_under(c.dir.path()).len().to_string());
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_sees_the_same_from_both_shims() {
+    let c = PrivateContainerd::start(Options {
+        cri: true,
+        ..Default::default()
+    })
+    .expect("containerd with CRI");
+    c.import_cri_images().expect("import images into k8s.io");
+    let go = scenario(&c, "runc").await;
+    let rshim = scenario(&c, "rshim").await;
+    let text = go.join("\n");
+    // The reference itself must show the behaviour, so that two equal failures cannot pass.
+    for expected in [
+        "shims for the pod: 1",
+        "exec sync: exit 3 stdout \"out\\n\" stderr \"err\\n\"",
+        "stats: memory working set > 0: true, cpu usage > 0: true",
+        "oom: exit 137 reason OOMKilled",
+        "stop with grace 2s: exit 137 reason Error waited the grace period: true",
+        "talker log: stderr F oops | stdout F hello",
+        "shims left: 0",
+        "mounts left: 0",
+    ] {
+        assert!(
+            text.contains(expected),
+            "Go shim lacks {expected:?}:\n{text}"
+        );
+    }
+    assert_eq!(
+        go,
+        rshim,
+        "CRI sees a difference:\n[go]\n{}\n[rshim]\n{}",
+        go.join("\n"),
+        rshim.join("\n")
+    );
+}
