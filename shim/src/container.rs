@@ -20,6 +20,7 @@ use runc_wrapper::monitor::{Exit, ExitMonitor};
 use runc_wrapper::{CreateOpts, ExecOpts, Runc, RuncConfig};
 
 use crate::cgroup::{self, Cgroup, OomWatch};
+use crate::checkpoint::{self, RestoreSpec};
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Publisher};
 use crate::exits::{EarlyExits, ExitHandler, ExitRouter};
@@ -39,6 +40,9 @@ pub mod deadline {
     pub const QUERY: Duration = Duration::from_secs(10);
     pub const PAUSE: Duration = Duration::from_secs(10);
     pub const UPDATE: Duration = Duration::from_secs(10);
+    /// CRIU dumps and restores whole process trees: minutes for a large one.
+    pub const CHECKPOINT: Duration = Duration::from_secs(300);
+    pub const RESTORE: Duration = Duration::from_secs(300);
     pub const CONSOLE: Duration = Duration::from_secs(30);
     /// How long Delete waits for a process's output to reach its destination.
     pub const DRAIN: Duration = Duration::from_secs(5);
@@ -62,6 +66,8 @@ pub struct CreateRequest {
     pub rootfs: Vec<MountSpec>,
     pub stdio: StdioConfig,
     pub options: RuncOptions,
+    /// Set when the container is created from a checkpoint: Start restores it.
+    pub restore: Option<RestoreSpec>,
 }
 
 pub struct Container {
@@ -80,6 +86,10 @@ pub struct Container {
     cgroup: OnceLock<Cgroup>,
     /// Dropped at Delete, which stops the watcher.
     oom: Mutex<Option<OomWatch>>,
+    /// Runtime options (for checkpoint and restore).
+    options: RuncOptions,
+    /// A checkpoint to restore at Start instead of `runc start`.
+    restore: Mutex<Option<RestoreSpec>>,
     shared: Shared,
 }
 
@@ -114,9 +124,17 @@ impl Container {
             io_owner: req.options.io_owner(),
             cgroup: OnceLock::new(),
             oom: Mutex::new(None),
+            options: req.options.clone(),
+            restore: Mutex::new(req.restore.clone()),
             shared,
         });
-        if let Err(e) = container.run_create(&req).await {
+        // From a checkpoint, nothing runs until Start restores it (as in the Go shim).
+        let created = if req.restore.is_some() {
+            Ok(())
+        } else {
+            container.run_create(&req).await
+        };
+        if let Err(e) = created {
             let _ = container
                 .runc
                 .delete(&container.id, true, deadline::DELETE)
@@ -202,6 +220,73 @@ impl Container {
         Ok(())
     }
 
+    /// `runc restore` of the checkpoint given at Create, with stdio draining from before, as
+    /// for a create.
+    async fn run_restore(self: &Arc<Self>, spec: &RestoreSpec) -> Result<()> {
+        let stdio = &self.init.stdio;
+        let mut prepared = PreparedIo::prepare(stdio, self.stdio_owner(&self.id), false).await?;
+        let console = if stdio.terminal {
+            Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
+        } else {
+            None
+        };
+        let mut opts = spec.restore_opts(&self.bundle, &self.options);
+        opts.console_socket = console.as_ref().map(|c| c.path().to_path_buf());
+        opts.stdio = std::mem::take(&mut prepared.runc_stdio);
+        let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
+        let restore = self
+            .runc
+            .restore(&self.id, &self.bundle, opts, deadline::RESTORE);
+        let master = match &console {
+            Some(console) => {
+                let (restored, master) = tokio::join!(restore, console.receive(deadline::CONSOLE));
+                restored.map_err(|e| Error::runtime("restore", e))?;
+                Some(master?)
+            }
+            None => {
+                restore.await.map_err(|e| Error::runtime("restore", e))?;
+                None
+            }
+        };
+        let pid = read_pid_file(&self.bundle.join("init.pid"))?;
+        self.init.set_pid(pid as u32);
+        self.init.set_io(prepared.finish(master).await?);
+        self.watch_cgroup(pid);
+        self.shared.exits.register(pid, self.clone(), early);
+        Ok(())
+    }
+
+    /// Checkpoint with CRIU (the Go shim's rules: running or paused only; the container keeps
+    /// running unless `exit`; a failed dump leaves `criu-dump.log` in the bundle).
+    pub async fn checkpoint(
+        &self,
+        path: &str,
+        options: &containerd_shim_protos::shim::oci::CheckpointOptions,
+    ) -> Result<()> {
+        let _op = self.ops.lock().await;
+        match self.init.status() {
+            Status::Running | Status::Paused => {}
+            Status::Created => {
+                return Err(Error::FailedPrecondition(
+                    "cannot checkpoint a task in created state".into(),
+                ))
+            }
+            _ => {
+                return Err(Error::FailedPrecondition(
+                    "cannot checkpoint a stopped container".into(),
+                ))
+            }
+        }
+        let work = checkpoint::WorkDir::for_dump(options, &self.options, &self.bundle);
+        let opts = checkpoint::checkpoint_opts(path, options, &self.options, &work.path)?;
+        std::fs::create_dir_all(&work.path)
+            .map_err(|e| Error::io(format!("create {}", work.path.display()), e))?;
+        self.runc
+            .checkpoint(&self.id, &opts, deadline::CHECKPOINT)
+            .await
+            .map_err(|e| checkpoint::dump_failed(e, &work.path, &self.bundle))
+    }
+
     /// Finds the container's cgroup (for Stats) and starts its OOM watch. Neither is fatal,
     /// as in the Go shim: a container whose init already exited has no cgroup to find.
     fn watch_cgroup(&self, pid: i32) {
@@ -279,14 +364,30 @@ impl Container {
         }
     }
 
-    async fn start_init(&self) -> Result<u32> {
+    async fn start_init(self: &Arc<Self>) -> Result<u32> {
         let init = &self.init;
         init.check_start()?;
-        let started = self.runc.start(&self.id, deadline::START).await;
+        let restore = self
+            .restore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let started = match &restore {
+            Some(spec) => self.run_restore(spec).await,
+            None => self
+                .runc
+                .start(&self.id, deadline::START)
+                .await
+                .map_err(|e| Error::runtime("start", e)),
+        };
         if let Err(e) = started {
             init.open_start_gate();
-            return Err(Error::runtime("start", e));
+            return Err(e);
         }
+        self.restore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         // The init may already have exited (and be Stopped): that is not an error of Start.
         let _ = init.transition(Status::Running);
         self.shared.publisher.publish(TaskStart {
@@ -511,7 +612,7 @@ impl Container {
             Err(e) if e.to_string().contains("does not exist") => {}
             Err(e) => return Err(e.into()),
         }
-        if never_started && init.exit().is_none() {
+        if never_started && init.exit().is_none() && init.pid() != 0 {
             // runc killed the init; its exit arrives through the reaper shortly.
             let _ = tokio::time::timeout(deadline::EXEC_EXITS, init.wait()).await;
         }

@@ -18,6 +18,7 @@ use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 use tokio::sync::Notify;
 
+use crate::checkpoint::{self, RestoreSpec};
 use crate::container::{Container, CreateRequest, Shared};
 use crate::error::{Error, Result};
 use crate::events::timestamp;
@@ -89,9 +90,9 @@ impl TaskService {
     pub async fn create(self: Arc<Self>, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         require("id", &req.id)?;
         require("bundle", &req.bundle)?;
-        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
-            return Err(Error::Unimplemented(
-                "restore from a checkpoint is not implemented yet".into(),
+        if req.checkpoint.is_empty() && !req.parent_checkpoint.is_empty() {
+            return Err(Error::InvalidArgument(
+                "parent_checkpoint without checkpoint".into(),
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
@@ -102,6 +103,7 @@ impl TaskService {
             )));
         }
         let options = RuncOptions::from_any(req.options.as_ref())?;
+        let restore = RestoreSpec::from_create(&req.checkpoint, &req.parent_checkpoint, &options);
         let request = CreateRequest {
             id: req.id.clone(),
             bundle,
@@ -122,6 +124,7 @@ impl TaskService {
                 terminal: req.terminal,
             },
             options,
+            restore,
         };
         {
             let mut c = self.lock();
@@ -355,10 +358,10 @@ impl TaskService {
     }
 
     pub async fn checkpoint(self: Arc<Self>, req: CheckpointTaskRequest) -> Result<Empty> {
-        self.container(&req.id)?;
-        Err(Error::Unimplemented(
-            "Checkpoint is not implemented yet".into(),
-        ))
+        let container = self.container(&req.id)?;
+        let options = checkpoint::parse_options(req.options.as_ref())?;
+        detached(async move { container.checkpoint(&req.path, &options).await }).await?;
+        Ok(Empty::new())
     }
 
     /// Containers and their processes, for diagnostics.
