@@ -20,3 +20,5 @@ cargo test --workspace --locked -- --test-threads=4 2>&1
 # The benchmark harness, quick and to a temp dir: it must keep working (figures are not
 # asserted; the published ones come from a full release run).
 ./target/debug/rshim-bench --quick --out "$(mktemp -d /tmp/rshim-bench-ci.XXXX)" > /dev/null
+# cargo-fuzz targets of the decoding paths, 30 s each (installs cargo-fuzz if missing).
+bash scripts/fuzz.sh 30
