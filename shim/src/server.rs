@@ -23,7 +23,15 @@ use crate::start::LISTENER_FD;
 pub fn listener(socket: &str) -> Result<StdUnixListener> {
     let listener = if socket.is_empty() {
         // SAFETY: fd 3 is the listening socket `start` bound and passed to us; we own it.
-        unsafe { StdUnixListener::from_raw_fd(LISTENER_FD) }
+        let listener = unsafe { StdUnixListener::from_raw_fd(LISTENER_FD) };
+        // Inherited without close-on-exec: set it, or every runc (and whatever runc runs)
+        // would hold the socket open, and a dead shim would still seem to answer on it.
+        nix::fcntl::fcntl(
+            LISTENER_FD,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| Error::io("set close-on-exec on the listener", e.into()))?;
+        listener
     } else {
         let path = socket.strip_prefix("unix://").unwrap_or(socket);
         let _ = std::fs::remove_file(path);

@@ -39,6 +39,15 @@ async fn containers_of_one_group_share_one_shim() {
         std::fs::read_to_string(b1.path().join("address")).unwrap(),
         shim.address
     );
+    // The listening socket (fd 3) is close-on-exec: no runc the shim spawns holds it, so a
+    // dead shim never seems to answer on it.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", shim.pid)).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & libc::O_CLOEXEC as u32, 0, "fd 3 flags {flags:o}");
 
     // The second container of the pod gets the live shim's address; no second daemon.
     let second = Shim::start_action(&id2, b2.path(), &events.address);
