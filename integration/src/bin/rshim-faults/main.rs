@@ -505,12 +505,50 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(
 
 /// The shim SIGKILLed while `runc create` runs (a runc wrapper that sleeps first): containerd's
 /// cleanup must leave no runc container, process, mount or socket behind.
-fn shim_killed_during_create(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+/// When the shim is SIGKILLed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KillPhase {
+    /// While runc (a wrapper that sleeps first) is inside `create`.
+    Create,
+    /// While runc is inside `exec` for the running container.
+    Exec,
+    /// With the container running and nothing in flight.
+    Idle,
+}
+
+impl KillPhase {
+    fn name(self) -> &'static str {
+        match self {
+            KillPhase::Create => "create",
+            KillPhase::Exec => "exec",
+            KillPhase::Idle => "idle",
+        }
+    }
+}
+
+/// Row 5: the shim SIGKILLed mid-operation. containerd's cleanup (the binary's `delete`
+/// action) must leave no runc container, process, mount or socket, and report the exit.
+fn shim_killed(
+    c: &PrivateContainerd,
+    events: &EventCapture,
+    rt: Runtime,
+    phase: KillPhase,
+) -> anyhow::Result<(String, bool)> {
     use std::os::unix::fs::PermissionsExt;
-    let slow = c.dir.path().join(format!("runc-slow-create-{}", rt.name()));
-    std::fs::write(&slow, "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = create ]; then sleep 3; fi; done\nexec /usr/sbin/runc \"$@\"\n")?;
+    let slow = c
+        .dir
+        .path()
+        .join(format!("runc-slow-{}-{}", phase.name(), rt.name()));
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {} ]; then sleep 3; fi; done\n\
+             exec /usr/sbin/runc \"$@\"\n",
+            phase.name()
+        ),
+    )?;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755))?;
-    let id = format!("killed-create-{}", rt.name());
+    let id = format!("killed-{}-{}", phase.name(), rt.name());
     let mut args: Vec<String> = vec![
         "--address".into(),
         c.address.clone(),
@@ -529,7 +567,20 @@ fn shim_killed_during_create(c: &PrivateContainerd, rt: Runtime) -> anyhow::Resu
         "100000".into(),
     ]);
     let run = std::thread::spawn(move || ctr::run("ctr", &args, None, Duration::from_secs(30)));
-    // Kill the shim while the wrapper sleeps inside `create`.
+    let mut in_flight = None;
+    if phase != KillPhase::Create {
+        let out = run.join().map_err(|_| anyhow::anyhow!("ctr thread"))?;
+        anyhow::ensure!(out.code == Some(0), "ctr run -d: {}", out.stderr);
+        if phase == KillPhase::Exec {
+            let exec: Vec<String> =
+                c.args(&["task", "exec", "--exec-id", "e1", &id, "sleep", "100000"]);
+            in_flight = Some(std::thread::spawn(move || {
+                ctr::run("ctr", &exec, None, Duration::from_secs(30))
+            }));
+        }
+    } else {
+        in_flight = Some(run);
+    }
     let mut shim = None;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(50));
@@ -538,14 +589,20 @@ fn shim_killed_during_create(c: &PrivateContainerd, rt: Runtime) -> anyhow::Resu
             break;
         }
     }
+    // Let the wrapper get into its sleep inside the runc call.
     std::thread::sleep(Duration::from_millis(500));
     let socket = socket_of(c, &id);
     if let Some(pid) = shim {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
-    let out = run.join().map_err(|_| anyhow::anyhow!("ctr thread"))?;
-    // Past the wrapper's sleep: a runc that outlived the shim would have created by now.
+    let out = match in_flight {
+        Some(t) => Some(t.join().map_err(|_| anyhow::anyhow!("ctr thread"))?),
+        None => None,
+    };
+    // Past the wrapper's sleep: a runc that outlived the shim would have acted by now.
     std::thread::sleep(Duration::from_secs(4));
+    let exit_reported = events.topics_for(&id).iter().any(|t| t == "/tasks/exit");
+    let _ = c.ctr(&["task", "delete", &id]);
     let _ = c.ctr(&["containers", "rm", &id]);
     let runc_state = std::path::Path::new("/run/containerd/runc")
         .join(NAMESPACE)
@@ -586,14 +643,30 @@ fn shim_killed_during_create(c: &PrivateContainerd, rt: Runtime) -> anyhow::Resu
     for pid in &leftover {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL);
     }
-    // The socket file is reported, not asserted yet: both shims leave it in this path
-    // (containerd's cleanup of a failed Create does not reach the shim's socket removal).
-    let pass =
-        shim.is_some() && !out.timed_out && !runc_state && leftover.is_empty() && mounts == 0;
+    if socket_left {
+        let _ = std::fs::remove_file(&socket);
+    }
+    let hung = out.as_ref().is_some_and(|o| o.timed_out);
+    // A failed Create reports no exit: there was no process (containerd's rule for both).
+    let exit_ok = phase == KillPhase::Create || exit_reported;
+    let pass = shim.is_some()
+        && !hung
+        && !runc_state
+        && leftover.is_empty()
+        && mounts == 0
+        && !socket_left
+        && exit_ok;
+    let call = match &out {
+        Some(o) if o.timed_out => "hung".to_string(),
+        Some(o) => format!("exit {:?}", o.code),
+        None => "-".to_string(),
+    };
     Ok((
         format!(
-            "ctr run {}; runc container left: {runc_state}; processes left: {leftover:?}; mounts left: {mounts}; socket left: {socket_left}",
-            if out.timed_out { "hung".to_string() } else { format!("exit {:?}", out.code) }
+            "{}: in-flight ctr {call}; exit reported: {exit_reported}; runc container left: \
+             {runc_state}; processes left: {leftover:?}; mounts left: {mounts}; socket left: \
+             {socket_left}",
+            phase.name()
         ),
         pass,
     ))
@@ -1212,15 +1285,23 @@ fn main() -> anyhow::Result<()> {
             });
         }
         if wants("5") {
-            let go = shim_killed_during_create(&c, Runtime::Go)
-                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
-            let rshim = shim_killed_during_create(&c, Runtime::Rshim)
-                .unwrap_or_else(|e| (format!("error: {e:#}"), false));
+            let mut go = Vec::new();
+            let mut rshim = Vec::new();
+            let mut pass = true;
+            for phase in [KillPhase::Create, KillPhase::Exec, KillPhase::Idle] {
+                let g = shim_killed(&c, &events, Runtime::Go, phase)
+                    .unwrap_or_else(|e| (format!("{}: error: {e:#}", phase.name()), false));
+                let r = shim_killed(&c, &events, Runtime::Rshim, phase)
+                    .unwrap_or_else(|e| (format!("{}: error: {e:#}", phase.name()), false));
+                go.push(g.0);
+                rshim.push(r.0);
+                pass &= r.1;
+            }
             rows.push(Row {
-                scenario: "5 shim SIGKILLed during runc create",
-                go: go.0,
-                rshim: rshim.0,
-                rshim_pass: rshim.1,
+                scenario: "5 shim SIGKILLed during create, during exec, idle",
+                go: go.join("<br>"),
+                rshim: rshim.join("<br>"),
+                rshim_pass: pass,
             });
         }
         if wants("9") {
