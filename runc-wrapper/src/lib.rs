@@ -421,14 +421,14 @@ impl Runc {
         let wait = async {
             while let Some(e) = exits.recv().await {
                 if e.pid == pid {
-                    return e.status;
+                    return (e.status, e.signal);
                 }
             }
-            -1
+            (-1, None)
         };
         let work = async { tokio::join!(wait, read_limited(out_r), read_limited(err_r), feed) };
         match tokio::time::timeout(timeout, work).await {
-            Ok((status, stdout, stderr, ())) => {
+            Ok(((status, signal), stdout, stderr, ())) => {
                 std::mem::forget(guard);
                 if status == 0 {
                     return Ok(stdout);
@@ -439,10 +439,17 @@ impl Runc {
                     .as_ref()
                     .and_then(|l| log::last_error(l, log_offset))
                     .unwrap_or_else(|| String::from_utf8_lossy(&stderr).trim().to_string());
-                let message = if message.is_empty() {
-                    format!("exit status {status}")
-                } else {
-                    message
+                let message = match signal {
+                    // A crashed (or killed) runc: say so, runc had no chance to log.
+                    Some(sig) if message.is_empty() => format!(
+                        "{} was killed by signal {}",
+                        self.config.binary.display(),
+                        nix::sys::signal::Signal::try_from(sig)
+                            .map(|s| s.as_str().to_string())
+                            .unwrap_or_else(|_| sig.to_string())
+                    ),
+                    _ if message.is_empty() => format!("exit status {status}"),
+                    _ => message,
                 };
                 Err(Error::Failed {
                     command,

@@ -3,7 +3,10 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exit {
     pub pid: i32,
+    /// The exit code, or 128 + the signal that killed it (containerd's convention).
     pub status: i32,
+    /// The signal that killed it, if one did.
+    pub signal: Option<i32>,
     pub timestamp: std::time::SystemTime,
 }
 pub trait ExitMonitor: Send + Sync + 'static {
@@ -62,15 +65,16 @@ impl Reaper {
     fn reap(&self) {
         use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         loop {
-            let (pid, status) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) => (p.as_raw(), c),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p.as_raw(), 128 + s as i32),
+            let (pid, status, signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) => (p.as_raw(), c, None),
+                Ok(WaitStatus::Signaled(p, s, _)) => (p.as_raw(), 128 + s as i32, Some(s as i32)),
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
             let e = Exit {
                 pid,
                 status,
+                signal,
                 timestamp: std::time::SystemTime::now(),
             };
             for (_, tx) in self.subs.lock().unwrap().iter() {

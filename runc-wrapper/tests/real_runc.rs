@@ -497,3 +497,22 @@ fn lifecycle_ps_pause_resume_kill_delete() {
         assert!(gone.to_string().contains("does not exist"), "{gone}");
     });
 }
+
+#[test]
+fn a_crashing_runc_is_named_with_its_signal() {
+    let b = Bundle::new(&["true"]);
+    let crash = wrapper(b.path(), "ps", "kill -SEGV $$");
+    let err = env().rt.block_on(async {
+        b.runc(&crash)
+            .ps(&b.id, Duration::from_secs(10))
+            .await
+            .unwrap_err()
+    });
+    match &err {
+        Error::Failed { status, message, .. } => {
+            assert_eq!(*status, 128 + libc::SIGSEGV);
+            assert!(message.ends_with("was killed by signal SIGSEGV"), "{message}");
+        }
+        other => panic!("expected a failure, got {other}"),
+    }
+}

@@ -401,7 +401,12 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(
     use std::os::unix::fs::PermissionsExt;
     const BOUND: Duration = Duration::from_secs(20);
     let hang = c.dir.path().join(format!("runc-hang-pause-{}", rt.name()));
-    std::fs::write(&hang, "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = pause ]; then exec sleep 1000; fi; done\nexec /usr/sbin/runc \"$@\"\n")?;
+    // Hangs in `pause`; crashes (SIGSEGV) in `exec`.
+    std::fs::write(
+        &hang,
+        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = pause ]; then exec sleep 1000; fi; \
+         if [ \"$a\" = exec ]; then kill -SEGV $$; fi; done\nexec /usr/sbin/runc \"$@\"\n",
+    )?;
     std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755))?;
     let group = format!("io.containerd.runc.v2.group=pod-{}", rt.name());
     let (stuck, healthy) = (
@@ -483,6 +488,40 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(
     };
     let exec_ok = exec.code == Some(0) && exec.stdout == "ok\n";
     let ls_ok = ls.code == Some(0) && !ls.timed_out;
+    // runc crashes: the exec fails with a clear error at once; the other container still works.
+    let t0 = Instant::now();
+    let crashed = c.ctr_with(
+        &["task", "exec", "--exec-id", "crash", &stuck, "echo", "hi"],
+        None,
+        BOUND,
+    );
+    let crash_time = t0.elapsed();
+    let crash_text = if crashed.timed_out {
+        format!(
+            "exec with crashing runc HUNG (killed after {}s)",
+            BOUND.as_secs()
+        )
+    } else {
+        format!(
+            "exec with crashing runc answered in {} ms: {}",
+            crash_time.as_millis(),
+            crashed.stderr.trim().trim_start_matches("ctr: ")
+        )
+    };
+    let after = c.ctr_with(
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "probe2",
+            &healthy,
+            "echo",
+            "ok",
+        ],
+        None,
+        BOUND,
+    );
+    let after_ok = after.code == Some(0) && after.stdout == "ok\n";
     cleanup_hung(c, &stuck);
     remove(c, &healthy);
     let pass = one_shim
@@ -490,14 +529,19 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(
         && ls_ok
         && !paused.timed_out
         && paused.code != Some(0)
-        && pause_time < BOUND;
+        && pause_time < BOUND
+        && !crashed.timed_out
+        && crashed.code != Some(0)
+        && crashed.stderr.contains("signal")
+        && after_ok;
     Ok((
         format!(
-            "one shim: {one_shim}; {pause_text}; meanwhile exec in the other container {} in {} ms, task ls {} in {} ms",
+            "one shim: {one_shim}; {pause_text}; meanwhile exec in the other container {} in {} ms, task ls {} in {} ms; {crash_text}; the other container afterwards: {}",
             if exec_ok { "ok" } else { "FAILED" },
             exec_time.as_millis(),
             if ls_ok { "ok" } else { "HUNG" },
-            ls_time.as_millis()
+            ls_time.as_millis(),
+            if after_ok { "ok" } else { "FAILED" },
         ),
         pass,
     ))
@@ -1278,7 +1322,7 @@ fn main() -> anyhow::Result<()> {
             let rshim = hanging_runc_in_a_pod(&c, Runtime::Rshim)
                 .unwrap_or_else(|e| (format!("error: {e:#}"), false));
             rows.push(Row {
-                scenario: "7 runc hangs for one container of a pod shim",
+                scenario: "7 runc hangs, then crashes, for one container of a pod shim",
                 go: go.0,
                 rshim: rshim.0,
                 rshim_pass: rshim.1,
