@@ -40,6 +40,8 @@ impl Plan {
     }
 }
 
+const TITLE: &str = "rshim / containerd-shim-runc-v2, medians (< 1: less memory or time)";
+
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut runs = None;
@@ -49,6 +51,13 @@ fn main() -> anyhow::Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
+            // Redraws DIR/bench.svg from DIR/bench.csv (after a change to the plot).
+            "--replot" => {
+                let dir = PathBuf::from(args.next().context("--replot DIR")?);
+                let csv = std::fs::read_to_string(dir.join("bench.csv"))?;
+                let figures = plot::figures_from_csv(&csv);
+                return plot::ratios_svg(&figures, &dir.join("bench.svg"), TITLE);
+            }
             "--runs" => runs = Some(args.next().context("--runs N")?.parse()?),
             "--out" => out = Some(PathBuf::from(args.next().context("--out DIR")?)),
             "--only" => {
@@ -142,11 +151,7 @@ fn main() -> anyhow::Result<()> {
     println!("{report}");
     std::fs::write(out.join("bench.md"), &report)?;
     std::fs::write(out.join("bench.csv"), stats::csv(&all))?;
-    plot::ratios_svg(
-        &all,
-        &out.join("bench.svg"),
-        "rshim / containerd-shim-runc-v2 (median; < 1: less memory or time)",
-    )?;
+    plot::ratios_svg(&all, &out.join("bench.svg"), TITLE)?;
     eprintln!("bench: wrote {}/bench.{{md,csv,svg}}", out.display());
     Ok(())
 }

@@ -1,20 +1,33 @@
 //! The benchmark's picture: one bar per figure, rshim's median over the Go shim's, with the
-//! parity line at 1; green where rshim is ahead, red where it is behind.
+//! parity line at 1.
 
 use plotters::prelude::*;
 
 use crate::stats::Figure;
 
+/// Green where rshim is ahead (less, or more for throughput), grey within 3%, red behind.
+enum Verdict {
+    Ahead,
+    Even,
+    Behind,
+}
+
 pub fn ratios_svg(figures: &[Figure], path: &std::path::Path, title: &str) -> anyhow::Result<()> {
-    let rows: Vec<(String, f64, bool)> = figures
+    // Top to bottom in table order; a reference measured once for both (runc alone) is left out.
+    let rows: Vec<(String, f64, Verdict)> = figures
         .iter()
+        .rev()
+        .filter(|f| f.go != f.rshim)
         .filter_map(|f| {
             let r = f.ratio()?;
-            Some((
-                format!("{}: {}", f.group, f.name),
-                r,
-                (r <= 1.0) != f.higher_is_better,
-            ))
+            let verdict = if (r - 1.0).abs() < 0.03 {
+                Verdict::Even
+            } else if (r < 1.0) != f.higher_is_better {
+                Verdict::Ahead
+            } else {
+                Verdict::Behind
+            };
+            Some((format!("{}: {}", f.group, f.name), r, verdict))
         })
         .collect();
     let height = 80 + 26 * rows.len() as u32;
@@ -31,6 +44,7 @@ pub fn ratios_svg(figures: &[Figure], path: &std::path::Path, title: &str) -> an
     chart
         .configure_mesh()
         .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
         .x_desc("rshim / Go shim (median)")
         .y_labels(rows.len())
         .y_label_formatter(&|v| match v {
@@ -38,12 +52,11 @@ pub fn ratios_svg(figures: &[Figure], path: &std::path::Path, title: &str) -> an
             _ => String::new(),
         })
         .draw()?;
-    chart.draw_series(rows.iter().enumerate().map(|(i, (_, r, good))| {
-        // Green where rshim is ahead (less, or more for throughput), red where behind.
-        let color = if *good {
-            RGBColor(46, 125, 50)
-        } else {
-            RGBColor(198, 40, 40)
+    chart.draw_series(rows.iter().enumerate().map(|(i, (_, r, verdict))| {
+        let color = match verdict {
+            Verdict::Ahead => RGBColor(46, 125, 50),
+            Verdict::Even => RGBColor(120, 120, 120),
+            Verdict::Behind => RGBColor(198, 40, 40),
         };
         let mut bar = Rectangle::new(
             [
@@ -71,4 +84,45 @@ pub fn ratios_svg(figures: &[Figure], path: &std::path::Path, title: &str) -> an
     )))?;
     root.present()?;
     Ok(())
+}
+
+/// Redraws the plot from a CSV the bench wrote (`rshim-bench --replot DIR`).
+pub fn figures_from_csv(text: &str) -> Vec<Figure> {
+    let mut figures: Vec<Figure> = Vec::new();
+    for line in text.lines().skip(1) {
+        // group,"figure",unit,runtime,index,value
+        let Some((group, rest)) = line.split_once(",\"") else {
+            continue;
+        };
+        let Some((name, rest)) = rest.split_once("\",") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split(',').collect();
+        let [unit, runtime, _, value] = fields[..] else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let key = (group.to_string(), name.to_string());
+        let pos = figures
+            .iter()
+            .position(|f| (f.group.to_string(), f.name.clone()) == key);
+        let f = match pos {
+            Some(i) => &mut figures[i],
+            None => {
+                let group: &'static str = Box::leak(group.to_string().into_boxed_str());
+                let unit: &'static str = Box::leak(unit.to_string().into_boxed_str());
+                let mut f = Figure::new(group, name, unit);
+                f.higher_is_better = unit == "MB/s";
+                figures.push(f);
+                figures.last_mut().expect("just pushed")
+            }
+        };
+        match runtime {
+            "go" => f.go.push(value),
+            _ => f.rshim.push(value),
+        }
+    }
+    figures
 }

@@ -509,9 +509,14 @@ fn a_crashing_runc_is_named_with_its_signal() {
             .unwrap_err()
     });
     match &err {
-        Error::Failed { status, message, .. } => {
+        Error::Failed {
+            status, message, ..
+        } => {
             assert_eq!(*status, 128 + libc::SIGSEGV);
-            assert!(message.ends_with("was killed by signal SIGSEGV"), "{message}");
+            assert!(
+                message.ends_with("was killed by signal SIGSEGV"),
+                "{message}"
+            );
         }
         other => panic!("expected a failure, got {other}"),
     }
