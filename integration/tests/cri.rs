@@ -133,6 +133,18 @@ async fn exited(cri: &mut Cri, id: &str) -> ContainerStatus {
     }
 }
 
+/// The container's memory limit as its cgroup holds it (CRI's default cgroup path).
+fn memory_limit(id: &str) -> String {
+    [
+        format!("/sys/fs/cgroup/memory/k8s.io/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/k8s.io/{id}/memory.max"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .map(|v| v.trim().to_string())
+    .unwrap_or_else(|| "cgroup not found".into())
+}
+
 fn k8s_shims(address: &str) -> Vec<i32> {
     shims_of(address)
         .into_iter()
@@ -280,6 +292,7 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
     )
     .await;
     note("update answered", format!("{}", limit.stats.is_some()));
+    note("memory limit after update", memory_limit(&ids["sleeper"]));
 
     let hog = exited(&mut cri, &ids["hog"]).await;
     note(
@@ -330,6 +343,16 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
         )
         .await;
     }
+    let bundle = c
+        .dir
+        .path()
+        .join("state/io.containerd.runtime.v2.task/k8s.io")
+        .join(&pod);
+    let socket = std::fs::read_to_string(bundle.join("address"))
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("unix://")
+        .to_string();
     bounded(
         "StopPodSandbox",
         cri.stop_pod_sandbox(StopPodSandboxRequest {
@@ -349,6 +372,10 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     note("shims left", k8s_shims(&c.address).len().to_string());
+    note(
+        "pod shim socket left",
+        (!socket.is_empty() && Path::new(&socket).exists()).to_string(),
+    );
     note("mounts left", mounts_under(c.dir.path()).len().to_string());
     seen
 }
@@ -373,6 +400,7 @@ async fn cri_sees_the_same_from_both_shims() {
         "stop with grace 2s: exit 137 reason Error waited the grace period: true",
         "talker log: stderr F oops | stdout F hello",
         "shims left: 0",
+        "memory limit after update: 134217728",
         "mounts left: 0",
     ] {
         assert!(
