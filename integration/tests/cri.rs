@@ -111,6 +111,70 @@ fn log_lines(path: &Path) -> Vec<String> {
     lines
 }
 
+/// CRI's streaming Exec: the URL the runtime hands out, spoken to as kubelet's clients do
+/// (WebSocket, `v4.channel.k8s.io`: one channel byte per message, 1 stdout, 2 stderr, 3 the
+/// final status). Returns stdout, stderr and the status's reason and exit code.
+async fn exec_stream(cri: &mut Cri, id: &str, cmd: &[&str]) -> String {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = bounded(
+        "Exec",
+        cri.exec(ExecRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .url;
+    let mut request = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .expect("streaming URL");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("streaming connect in time")
+    .expect("streaming connect");
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), Vec::new());
+    let read = async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                    1 => out.extend_from_slice(&b[1..]),
+                    2 => err.extend_from_slice(&b[1..]),
+                    3 => status.extend_from_slice(&b[1..]),
+                    _ => {}
+                },
+                Ok(Message::Close(_)) | Err(_) => break,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("exec stream ends in time");
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap_or_default();
+    let code = status["details"]["causes"][0]["message"]
+        .as_str()
+        .unwrap_or("0");
+    format!(
+        "stdout {:?} stderr {:?} status {} exit {code}",
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&err),
+        status["status"].as_str().unwrap_or("?"),
+    )
+}
+
 /// Polls the container's status until it has exited.
 async fn exited(cri: &mut Cri, id: &str) -> ContainerStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,6 +299,16 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
             String::from_utf8_lossy(&exec.stdout),
             String::from_utf8_lossy(&exec.stderr)
         ),
+    );
+
+    note(
+        "exec stream",
+        exec_stream(
+            &mut cri,
+            &ids["talker"],
+            &["sh", "-c", "echo out; echo err >&2; exit 4"],
+        )
+        .await,
     );
 
     let stats = bounded(
@@ -395,6 +469,7 @@ async fn cri_sees_the_same_from_both_shims() {
     for expected in [
         "shims for the pod: 1",
         "exec sync: exit 3 stdout \"out\\n\" stderr \"err\\n\"",
+        "exec stream: stdout \"out\\n\" stderr \"err\\n\" status Failure exit 4",
         "stats: memory working set > 0: true, cpu usage > 0: true",
         "oom: exit 137 reason OOMKilled",
         "stop with grace 2s: exit 137 reason Error waited the grace period: true",
