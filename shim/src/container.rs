@@ -44,6 +44,8 @@ pub mod deadline {
     pub const CHECKPOINT: Duration = Duration::from_secs(300);
     pub const RESTORE: Duration = Duration::from_secs(300);
     pub const CONSOLE: Duration = Duration::from_secs(30);
+    /// Unmounting the rootfs, including the helper in another mount namespace (10 s).
+    pub const UNMOUNT: Duration = Duration::from_secs(30);
     /// How long Delete waits for a process's output to reach its destination.
     pub const DRAIN: Duration = Duration::from_secs(5);
     /// How long the init's exit event waits for the exits of its execs.
@@ -100,7 +102,11 @@ impl Container {
         let spec = read_spec(&req.bundle)?;
         req.options.save(&req.bundle)?;
         let rootfs = rootfs::rootfs_of(&req.bundle);
-        rootfs::mount_all(&req.rootfs, &rootfs, &req.bundle)?;
+        // Mounting can sleep in the kernel (an overlay of many layers): off the workers.
+        let (mounts, target, bundle) = (req.rootfs.clone(), rootfs.clone(), req.bundle.clone());
+        tokio::task::spawn_blocking(move || rootfs::mount_all(&mounts, &target, &bundle))
+            .await
+            .map_err(|e| Error::Internal(format!("mount task: {e}")))??;
         let runc = Runc::new(
             RuncConfig {
                 binary: req.options.binary(),
@@ -620,7 +626,7 @@ impl Container {
             io.drain_and_close(deadline::DRAIN).await;
         }
         if self.has_mounts {
-            rootfs::cleanup(&self.bundle)?;
+            self.unmount_rootfs().await?;
         }
         init.transition(Status::Deleted)?;
         self.oom.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -633,6 +639,23 @@ impl Container {
             ..Default::default()
         });
         Ok((init.pid(), exit))
+    }
+
+    /// Unmounts the rootfs (in whichever mount namespace holds it) on a blocking thread: an
+    /// unmount can sleep in the kernel, and the namespace helper is waited for, neither of which
+    /// may stall the runtime's workers. Bounded: a stuck unmount fails Delete, never hangs it.
+    async fn unmount_rootfs(&self) -> Result<()> {
+        let bundle = self.bundle.clone();
+        let cleanup = tokio::task::spawn_blocking(move || rootfs::cleanup(&bundle));
+        match tokio::time::timeout(deadline::UNMOUNT, cleanup).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(Error::Internal(format!("rootfs cleanup: {e}"))),
+            Err(_) => Err(Error::DeadlineExceeded(format!(
+                "unmounting the rootfs of {} took longer than {:?}",
+                self.id,
+                deadline::UNMOUNT
+            ))),
+        }
     }
 
     pub async fn pause(&self) -> Result<()> {
