@@ -119,3 +119,44 @@ pub fn services(svc: &Arc<TaskService>) -> HashMap<String, Service> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Shared;
+    use crate::events::Publisher;
+    use crate::exits::ExitRouter;
+    use containerd_shim_protos::api::WaitRequest;
+    use runc_wrapper::monitor::{ExitMonitor, Reaper};
+
+    /// What one pending Wait costs in the shim's own code: the boxed handler future the ttrpc
+    /// server keeps while the Wait is pending (the server's own per-request state comes on top).
+    #[tokio::test]
+    async fn a_pending_wait_handler_is_small() {
+        let monitor: Arc<dyn ExitMonitor> = Reaper::start();
+        let (exits, _router) = ExitRouter::start(monitor.as_ref());
+        let (publisher, _task) = Publisher::start(None, "ns".into());
+        let svc = Arc::new(TaskService::new(Shared {
+            namespace: "ns".into(),
+            publisher,
+            exits,
+            monitor,
+        }));
+        let methods = task_methods(&svc);
+        let req = ttrpc::Request {
+            service: TASK_V2.into(),
+            method: "Wait".into(),
+            payload: WaitRequest {
+                id: "c1".into(),
+                ..Default::default()
+            }
+            .write_to_bytes()
+            .unwrap(),
+            ..Default::default()
+        };
+        let fut = methods["Wait"].handler(TtrpcContext::default(), req);
+        let size = std::mem::size_of_val(&*fut);
+        eprintln!("pending Wait handler future: {size} bytes");
+        assert!(size < 1024, "{size} bytes");
+    }
+}
