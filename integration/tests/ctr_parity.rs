@@ -412,6 +412,33 @@ fn oom(x: &mut Ctx) {
     );
 }
 
+/// `ctr task checkpoint` of a running container: CRIU cannot dump on this kernel, so both shims
+/// must fail the same way, name CRIU's log, and leave the container running.
+fn checkpoint(x: &mut Ctx) {
+    x.ctr(
+        "run -d",
+        &[
+            "run",
+            "-d",
+            "--runtime",
+            "{rt}",
+            IMAGE,
+            "{id}",
+            "sleep",
+            "1000",
+        ],
+    );
+    x.ctr("checkpoint", &["task", "checkpoint", "{id}"]);
+    let s = x.status();
+    x.note("status after checkpoint", s);
+    let log = x.c.bundle(&x.id).join("criu-dump.log");
+    x.note("criu-dump.log in the bundle", log.exists());
+    x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
+    std::thread::sleep(Duration::from_millis(500));
+    x.ctr("task delete", &["task", "delete", "{id}"]);
+    x.ctr("container rm", &["containers", "rm", "{id}"]);
+}
+
 /// `ctr run --log-uri` with a `binary://` logging binary and with a `file://` path.
 fn log_uris(x: &mut Ctx) {
     let dir = tempfile::tempdir().unwrap();
@@ -477,6 +504,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("metrics", metrics),
     ("oom", oom),
     ("log-uri", log_uris),
+    ("checkpoint", checkpoint),
 ];
 
 #[test]
@@ -568,6 +596,11 @@ fn check_reference(name: &str, go: &Observation) {
             "pids.current: Some(\"1\")",
         ],
         "oom" => &["code=Some(137)", "/tasks/oom /tasks/exit"],
+        "checkpoint" => &[
+            "path= ",
+            "criu-dump.log in the bundle: true",
+            "status after checkpoint: RUNNING",
+        ],
         "log-uri" => &[
             "args: rshim-it [-t tag]",
             "stdout: out",

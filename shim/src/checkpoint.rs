@@ -137,23 +137,25 @@ impl RestoreSpec {
     }
 }
 
-/// After a failed dump: CRIU's log copied into the bundle, and the error that names it.
+/// After a failed dump: CRIU's log copied into the bundle, and the error that names it, in the
+/// Go shim's words (`runc did not terminate successfully: exit status N: <runc's first line>
+/// path= <log>`), which tools and people already recognise.
 pub fn dump_failed(err: runc_wrapper::Error, work: &Path, bundle: &Path) -> Error {
     let copy = bundle.join("criu-dump.log");
     if let Err(e) = std::fs::copy(work.join("dump.log"), &copy) {
         log::warn!("copy CRIU's dump.log to {}: {e}", copy.display());
     }
-    let timed_out = matches!(err, runc_wrapper::Error::Timeout { .. });
     let text = match err {
-        runc_wrapper::Error::Failed { message, .. } => message,
+        runc_wrapper::Error::Failed {
+            status, message, ..
+        } => format!("runc did not terminate successfully: exit status {status}: {message}"),
+        timeout @ runc_wrapper::Error::Timeout { .. } => {
+            return Error::DeadlineExceeded(format!("{timeout} path= {}", copy.display()))
+        }
         other => other.to_string(),
     };
     let first = text.lines().next().unwrap_or_default();
-    Error::Runtime {
-        op: "checkpoint",
-        message: format!("{first} path= {}", copy.display()),
-        timed_out,
-    }
+    Error::Internal(format!("{first} path= {}", copy.display()))
 }
 
 #[cfg(test)]
