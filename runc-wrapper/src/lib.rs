@@ -21,6 +21,7 @@ use tokio::io::AsyncReadExt;
 
 pub mod args;
 pub mod console;
+pub mod inflight;
 pub mod io;
 mod log;
 pub mod monitor;
@@ -404,12 +405,13 @@ impl Runc {
 
         // Subscribe before spawning: runc may exit before spawn() even returns.
         let mut exits = self.monitor.subscribe();
-        let child = cmd.spawn().map_err(spawn_err)?;
+        let child = monitor::spawn_reaped(&mut cmd).map_err(spawn_err)?;
         let pid = child.id() as i32;
         // Dropping a std Child neither waits nor kills; the reaper reaps it.
         drop(child);
         drop(cmd); // closes our copies of the fds handed to runc
         let guard = GroupKiller(Some(pid));
+        let _registered = inflight::register(&command, pid, timeout);
 
         let feed = async {
             if let (Some(w), Some(data)) = (stdin_w, call.stdin) {

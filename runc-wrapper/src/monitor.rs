@@ -99,3 +99,16 @@ impl ExitMonitor for Reaper {
         }
     }
 }
+
+/// `Command::spawn` for a process-wide reaper's world. When exec fails, std waits for the dead
+/// child itself and panics if the reaper (`waitpid(-1)`) collected it first; that panic is
+/// turned back into the spawn error it stands for.
+pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn())) {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::other(format!(
+            "{program} could not be executed"
+        ))),
+    }
+}

@@ -521,3 +521,21 @@ fn a_crashing_runc_is_named_with_its_signal() {
         other => panic!("expected a failure, got {other}"),
     }
 }
+
+#[test]
+fn a_runc_that_cannot_be_executed_is_an_error_not_a_panic() {
+    let b = Bundle::new(&["true"]);
+    // Not executable: exec fails after fork, where std waits for the child itself and the
+    // process-wide reaper may already have collected it.
+    let script = b.path().join("not-executable");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    for _ in 0..50 {
+        let err = env().rt.block_on(async {
+            b.runc(&script)
+                .ps(&b.id, Duration::from_secs(5))
+                .await
+                .unwrap_err()
+        });
+        assert!(err.to_string().contains("not-executable"), "{err}");
+    }
+}

@@ -87,8 +87,7 @@ impl BinaryIo {
         unsafe {
             cmd.pre_exec(move || place_fds(&sources));
         }
-        let child = cmd
-            .spawn()
+        let child = runc_wrapper::monitor::spawn_reaped(&mut cmd)
             .map_err(|e| Error::io(format!("start logging binary {path}"), e))?;
         let pid = child.id() as i32;
         // The shim's reaper collects the child; the pidfd is how we follow it.

@@ -5,6 +5,7 @@ pub mod address;
 pub mod binary_io;
 pub mod cgroup;
 pub mod checkpoint;
+pub mod connection;
 pub mod container;
 pub mod daemon;
 pub mod delete;

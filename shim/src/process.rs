@@ -1,14 +1,16 @@
 //! One process of a container (its init or an exec): its state machine, its exit, and the one
 //! exit notification every `Wait` shares.
 //!
-//! Bug class 1: a pending `Wait` is a `watch::Receiver` on the process's exit, a few dozen
-//! bytes; when the caller gives up, dropping it frees everything. The number of pending Waits
-//! per process is capped (`MAX_PENDING_WAITS`); beyond it Wait answers ResourceExhausted.
+//! Bug class 1: a pending `Wait` is one `ExitWaiter` in the process's list, told of the exit
+//! once. containerd's Waits (no deadline, never cancelled: ttrpc has no cancel frame) are
+//! parked there by the server as a stream id and a weak handle on the connection's writer, a
+//! few dozen bytes each. Abandoned waiters are pruned when the list reaches its cap
+//! (`MAX_PENDING_WAITS`); beyond it Wait answers ResourceExhausted. All are released at exit.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::stdio::{ProcessIo, StdioConfig};
@@ -44,10 +46,31 @@ pub struct ExitInfo {
     pub at: SystemTime,
 }
 
+/// One pending Wait: told of the exit exactly once, or of `None` when the process is gone
+/// without one (deleted before it ran).
+pub trait ExitWaiter: Send {
+    /// The caller is gone (its connection closed, its future dropped): the entry can go.
+    fn abandoned(&self) -> bool;
+    fn notify(self: Box<Self>, exit: Option<ExitInfo>);
+}
+
+/// An in-process Wait (`Process::wait`).
+impl ExitWaiter for oneshot::Sender<Option<ExitInfo>> {
+    fn abandoned(&self) -> bool {
+        self.is_closed()
+    }
+    fn notify(self: Box<Self>, exit: Option<ExitInfo>) {
+        let _ = self.send(exit);
+    }
+}
+
 struct State {
     status: Status,
     pid: u32,
     exit: Option<ExitInfo>,
+    /// Set once the exit may be told (its event is queued): Waits answer from then on.
+    notified: bool,
+    waiters: Vec<Box<dyn ExitWaiter>>,
 }
 
 pub struct Process {
@@ -57,7 +80,6 @@ pub struct Process {
     pub exec_id: Option<String>,
     pub stdio: StdioConfig,
     state: Mutex<State>,
-    exit_tx: watch::Sender<Option<ExitInfo>>,
     /// Opens once the process's start event is queued (or its start failed, or it is deleted
     /// unstarted): its exit event must never overtake its start event.
     start_gate: watch::Sender<bool>,
@@ -75,8 +97,9 @@ impl Process {
                 status: Status::Created,
                 pid: 0,
                 exit: None,
+                notified: false,
+                waiters: Vec::new(),
             }),
-            exit_tx: watch::channel(None).0,
             start_gate: watch::channel(false).0,
             io: Mutex::new(None),
         }
@@ -170,32 +193,55 @@ impl Process {
         true
     }
 
-    /// Wakes every Wait. Called after the exit event is queued.
+    /// Answers every Wait. Called after the exit event is queued.
     pub fn notify_exit(&self) {
-        let exit = self.exit();
-        self.exit_tx.send_replace(exit);
+        let (exit, waiters) = {
+            let mut state = self.lock();
+            state.notified = true;
+            (state.exit, std::mem::take(&mut state.waiters))
+        };
+        for waiter in waiters {
+            waiter.notify(exit);
+        }
     }
 
-    /// Waits for the exit. Cancellation-safe: dropping the future drops the receiver and
-    /// nothing else remains.
-    pub async fn wait(&self) -> Result<ExitInfo> {
-        if self.exit_tx.receiver_count() >= MAX_PENDING_WAITS {
+    /// Adds a Wait: answered at once if the exit is already told, else at the exit.
+    pub fn add_waiter(&self, waiter: Box<dyn ExitWaiter>) -> Result<()> {
+        let mut state = self.lock();
+        if state.notified {
+            let exit = state.exit;
+            drop(state);
+            waiter.notify(exit);
+            return Ok(());
+        }
+        if state.waiters.len() >= MAX_PENDING_WAITS {
+            state.waiters.retain(|w| !w.abandoned());
+        }
+        if state.waiters.len() >= MAX_PENDING_WAITS {
             return Err(Error::ResourceExhausted(format!(
                 "too many pending waits on process {} (limit {MAX_PENDING_WAITS})",
                 self.id
             )));
         }
-        let mut rx = self.exit_tx.subscribe();
-        let exit = rx
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| Error::Internal(format!("process {} is gone", self.id)))?;
-        exit.ok_or_else(|| Error::Internal("exit missing".into()))
+        state.waiters.push(waiter);
+        Ok(())
     }
 
-    /// Pending Waits (for diagnostics and tests).
+    /// Waits for the exit. Cancellation-safe: a dropped future leaves an abandoned entry that
+    /// the exit or the next pruning removes.
+    pub async fn wait(&self) -> Result<ExitInfo> {
+        let (tx, rx) = oneshot::channel();
+        self.add_waiter(Box::new(tx))?;
+        rx.await.ok().flatten().ok_or_else(|| gone(&self.id))
+    }
+
+    /// Waits still wanted (for diagnostics and tests).
     pub fn pending_waits(&self) -> usize {
-        self.exit_tx.receiver_count()
+        self.lock()
+            .waiters
+            .iter()
+            .filter(|w| !w.abandoned())
+            .count()
     }
 
     pub fn open_start_gate(&self) {
@@ -206,6 +252,20 @@ impl Process {
         let mut rx = self.start_gate.subscribe();
         let _ = rx.wait_for(|open| *open).await;
     }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for waiter in state.waiters.drain(..) {
+            waiter.notify(None);
+        }
+    }
+}
+
+/// What a Wait answers for a process deleted without an exit.
+pub fn gone(id: &str) -> Error {
+    Error::NotFound(format!("process {id} was deleted"))
 }
 
 /// The Go shim's wording (pkg/process init_state.go / exec_state.go): users and tools match
@@ -274,7 +334,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiters_share_one_notification_and_cost_nothing_when_dropped() {
+    async fn waiters_share_one_notification_and_dropped_ones_are_not_counted() {
         let p = Arc::new(process());
         let mut waits = Vec::new();
         for _ in 0..100 {
@@ -311,12 +371,33 @@ mod tests {
         let p = Arc::new(process());
         let mut held = Vec::new();
         for _ in 0..MAX_PENDING_WAITS {
-            held.push(p.exit_tx.subscribe());
+            let (tx, rx) = oneshot::channel();
+            p.add_waiter(Box::new(tx)).unwrap();
+            held.push(rx);
         }
         assert!(matches!(p.wait().await, Err(Error::ResourceExhausted(_))));
+        // Abandoned ones make room.
+        held.truncate(MAX_PENDING_WAITS - 1);
+        let p2 = p.clone();
+        let one_more = tokio::spawn(async move { p2.wait().await.map(|e| e.status) });
+        while p.pending_waits() < MAX_PENDING_WAITS {
+            tokio::task::yield_now().await;
+        }
         held.clear();
         p.record_exit(0, SystemTime::now());
         p.notify_exit();
         assert_eq!(p.wait().await.unwrap().status, 0);
+        assert_eq!(one_more.await.unwrap().unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_process_deleted_before_its_exit_answers_its_waits() {
+        // A parked Wait does not keep its process alive.
+        let p = process();
+        let (tx, rx) = oneshot::channel();
+        p.add_waiter(Box::new(tx)).unwrap();
+        assert_eq!(p.pending_waits(), 1);
+        drop(p);
+        assert_eq!(rx.await.unwrap(), None);
     }
 }

@@ -1,123 +1,171 @@
 //! Dispatch of ttrpc requests to the Task service, under both service names containerd uses
 //! (`containerd.task.v2.Task` for 1.6/1.7, `containerd.task.v3.Task` for 2.x: the messages are
-//! identical). A request that does not decode answers InvalidArgument; an error answers the
-//! code `Error::code` chose.
+//! identical). A request that does not decode answers InvalidArgument; an unknown service or
+//! method Unimplemented; an error the code `Error::code` chose.
+//!
+//! A Wait without a deadline (containerd's: it waits for the life of the process and never
+//! cancels) is not a task: `park_wait` leaves its reply address on the process (bug class 1).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use containerd_shim_protos::protobuf::Message;
-use ttrpc::proto::{Code, ResponseInit};
-use ttrpc::r#async::{MethodHandler, Service, TtrpcContext};
+use containerd_shim_protos::api::{WaitRequest, WaitResponse};
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use futures::FutureExt;
+use ttrpc::proto::Code;
 
+use crate::connection::ReplyTo;
 use crate::error::Result;
+use crate::events::timestamp;
+use crate::process::{ExitInfo, ExitWaiter};
 use crate::service::TaskService;
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
 
-struct Method<Req, Resp, F> {
-    svc: Arc<TaskService>,
-    f: F,
-    _types: PhantomData<fn(Req) -> Resp>,
+/// A request being answered. Its future holds only the handler's own state (the request is
+/// decoded before it starts), which is what a pending Wait costs.
+pub type Reply = Pin<Box<dyn Future<Output = ttrpc::Response> + Send>>;
+
+pub fn status(code: Code, message: String) -> ttrpc::Response {
+    let mut response = ttrpc::Response::new();
+    response.status = Some(ttrpc::get_status(code, message)).into();
+    response
 }
 
-#[async_trait]
-impl<Req, Resp, F, Fut> MethodHandler for Method<Req, Resp, F>
-where
-    Req: Message + Send + 'static,
-    Resp: Message + Send + 'static,
-    F: Fn(Arc<TaskService>, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp>> + Send + 'static,
-{
-    async fn handler(
-        &self,
-        _ctx: TtrpcContext,
-        req: ttrpc::Request,
-    ) -> ttrpc::Result<ttrpc::Response> {
-        let request = match Req::parse_from_bytes(&req.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("{}/{}: undecodable request: {e}", req.service, req.method);
-                return Ok(ttrpc::Response::init_status(ttrpc::get_status(
-                    Code::INVALID_ARGUMENT,
-                    format!("{}: cannot decode request: {e}", req.method),
-                )));
-            }
-        };
-        match (self.f)(self.svc.clone(), request).await {
-            Ok(resp) => {
-                let mut out = ttrpc::Response::init_status(ttrpc::get_status(Code::OK, ""));
-                out.set_payload(
-                    resp.write_to_bytes()
-                        .map_err(|e| ttrpc::Error::Others(format!("encode response: {e}")))?,
-                );
-                Ok(out)
-            }
-            Err(e) => {
-                log::debug!("{}: {e}", req.method);
-                Ok(ttrpc::Response::init_status(ttrpc::get_status(
-                    e.code(),
-                    e.to_string(),
-                )))
-            }
-        }
+pub fn is_task_service(service: &str) -> bool {
+    service == TASK_V2 || service == TASK_V3
+}
+
+/// The reply to `service`/`method` with `payload`, or at once the status that refuses it.
+pub fn dispatch(
+    svc: &Arc<TaskService>,
+    service: &str,
+    method: &str,
+    payload: &[u8],
+) -> std::result::Result<Reply, ttrpc::Response> {
+    if !is_task_service(service) {
+        return Err(status(
+            Code::UNIMPLEMENTED,
+            format!("service {service} is not served here"),
+        ));
     }
-}
-
-fn method<Req, Resp, F, Fut>(svc: &Arc<TaskService>, f: F) -> Box<dyn MethodHandler + Send + Sync>
-where
-    Req: Message + Send + 'static,
-    Resp: Message + Send + 'static,
-    F: Fn(Arc<TaskService>, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp>> + Send + 'static,
-{
-    Box::new(Method {
-        svc: svc.clone(),
-        f,
-        _types: PhantomData,
+    let svc = svc.clone();
+    Ok(match method {
+        "State" => call("State", payload, |r| svc.state(r)),
+        "Create" => call("Create", payload, |r| svc.create(r)),
+        "Start" => call("Start", payload, |r| svc.start(r)),
+        "Delete" => call("Delete", payload, |r| svc.delete(r)),
+        "Pids" => call("Pids", payload, |r| svc.pids(r)),
+        "Pause" => call("Pause", payload, |r| svc.pause(r)),
+        "Resume" => call("Resume", payload, |r| svc.resume(r)),
+        "Checkpoint" => call("Checkpoint", payload, |r| svc.checkpoint(r)),
+        "Kill" => call("Kill", payload, |r| svc.kill(r)),
+        "Exec" => call("Exec", payload, |r| svc.exec(r)),
+        "ResizePty" => call("ResizePty", payload, |r| svc.resize_pty(r)),
+        "CloseIO" => call("CloseIO", payload, |r| svc.close_io(r)),
+        "Update" => call("Update", payload, |r| svc.update(r)),
+        "Wait" => call("Wait", payload, |r| svc.wait(r)),
+        "Stats" => call("Stats", payload, |r| svc.stats(r)),
+        "Connect" => call("Connect", payload, |r| svc.connect(r)),
+        "Shutdown" => call("Shutdown", payload, |r| svc.shutdown(r)),
+        other => {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                format!("{service}/{other} is not implemented"),
+            ))
+        }
     })
 }
 
-fn task_methods(svc: &Arc<TaskService>) -> HashMap<String, Box<dyn MethodHandler + Send + Sync>> {
-    let mut m: HashMap<String, Box<dyn MethodHandler + Send + Sync>> = HashMap::new();
-    m.insert("State".into(), method(svc, TaskService::state));
-    m.insert("Create".into(), method(svc, TaskService::create));
-    m.insert("Start".into(), method(svc, TaskService::start));
-    m.insert("Delete".into(), method(svc, TaskService::delete));
-    m.insert("Pids".into(), method(svc, TaskService::pids));
-    m.insert("Pause".into(), method(svc, TaskService::pause));
-    m.insert("Resume".into(), method(svc, TaskService::resume));
-    m.insert("Checkpoint".into(), method(svc, TaskService::checkpoint));
-    m.insert("Kill".into(), method(svc, TaskService::kill));
-    m.insert("Exec".into(), method(svc, TaskService::exec));
-    m.insert("ResizePty".into(), method(svc, TaskService::resize_pty));
-    m.insert("CloseIO".into(), method(svc, TaskService::close_io));
-    m.insert("Update".into(), method(svc, TaskService::update));
-    m.insert("Wait".into(), method(svc, TaskService::wait));
-    m.insert("Stats".into(), method(svc, TaskService::stats));
-    m.insert("Connect".into(), method(svc, TaskService::connect));
-    m.insert("Shutdown".into(), method(svc, TaskService::shutdown));
-    m
+/// Parks a Wait on its process: the reply goes to `reply_to` at the exit (at once if the exit
+/// is already known). Refused at once (unknown id, undecodable, too many waits) with a status.
+pub fn park_wait(
+    svc: &TaskService,
+    payload: &[u8],
+    reply_to: ReplyTo,
+) -> std::result::Result<(), ttrpc::Response> {
+    let refuse = |e: crate::error::Error| status(e.code(), e.to_string());
+    let request = WaitRequest::parse_from_bytes(payload).map_err(|e| {
+        status(
+            Code::INVALID_ARGUMENT,
+            format!("Wait: cannot decode request: {e}"),
+        )
+    })?;
+    let process = svc
+        .container(&request.id)
+        .and_then(|c| c.process(&request.exec_id))
+        .map_err(refuse)?;
+    process
+        .add_waiter(Box::new(ParkedWait(reply_to)))
+        .map_err(refuse)
 }
 
-/// The services to register on the ttrpc server.
-pub fn services(svc: &Arc<TaskService>) -> HashMap<String, Service> {
-    [TASK_V2, TASK_V3]
-        .into_iter()
-        .map(|name| {
-            (
-                name.to_string(),
-                Service {
-                    methods: task_methods(svc),
-                    streams: HashMap::new(),
-                },
-            )
-        })
-        .collect()
+/// A parked Wait: only where its answer goes.
+struct ParkedWait(ReplyTo);
+
+impl ExitWaiter for ParkedWait {
+    fn abandoned(&self) -> bool {
+        self.0.closed()
+    }
+
+    fn notify(self: Box<Self>, exit: Option<ExitInfo>) {
+        let response = match exit {
+            Some(exit) => ok(WaitResponse {
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }),
+            None => status(Code::NOT_FOUND, "process deleted before it exited".into()),
+        };
+        self.0.send(&response);
+    }
+}
+
+/// A successful reply carrying `resp`.
+fn ok(resp: impl Message) -> ttrpc::Response {
+    match resp.write_to_bytes() {
+        Ok(payload) => {
+            let mut out = status(Code::OK, String::new());
+            out.payload = payload;
+            out
+        }
+        Err(e) => status(Code::INTERNAL, format!("encode response: {e}")),
+    }
+}
+
+/// Decodes the request now, then answers with the handler's result.
+fn call<Req, Resp, Fut>(
+    method: &'static str,
+    payload: &[u8],
+    handler: impl FnOnce(Req) -> Fut,
+) -> Reply
+where
+    Req: Message,
+    Resp: Message,
+    Fut: Future<Output = Result<Resp>> + Send + 'static,
+{
+    let request = match Req::parse_from_bytes(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("{method}: undecodable request: {e}");
+            let refused = status(
+                Code::INVALID_ARGUMENT,
+                format!("{method}: cannot decode request: {e}"),
+            );
+            return Box::pin(std::future::ready(refused));
+        }
+    };
+    // `map`, not an async block: an async block would keep the handler's future twice (once
+    // as captured, once as awaited), and this future is what a pending Wait costs.
+    Box::pin(handler(request).map(move |result| match result {
+        Ok(resp) => ok(resp),
+        Err(e) => {
+            log::debug!("{method}: {e}");
+            status(e.code(), e.to_string())
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -126,37 +174,83 @@ mod tests {
     use crate::container::Shared;
     use crate::events::Publisher;
     use crate::exits::ExitRouter;
-    use containerd_shim_protos::api::WaitRequest;
+    use crate::process::Process;
     use runc_wrapper::monitor::{ExitMonitor, Reaper};
 
-    /// What one pending Wait costs in the shim's own code: the boxed handler future the ttrpc
-    /// server keeps while the Wait is pending (the server's own per-request state comes on top).
-    #[tokio::test]
-    async fn a_pending_wait_handler_is_small() {
+    fn service() -> Arc<TaskService> {
         let monitor: Arc<dyn ExitMonitor> = Reaper::start();
         let (exits, _router) = ExitRouter::start(monitor.as_ref());
         let (publisher, _task) = Publisher::start(None, "ns".into());
-        let svc = Arc::new(TaskService::new(Shared {
+        Arc::new(TaskService::new(Shared {
             namespace: "ns".into(),
             publisher,
             exits,
             monitor,
-        }));
-        let methods = task_methods(&svc);
-        let req = ttrpc::Request {
-            service: TASK_V2.into(),
-            method: "Wait".into(),
-            payload: WaitRequest {
-                id: "c1".into(),
-                ..Default::default()
-            }
-            .write_to_bytes()
-            .unwrap(),
+        }))
+    }
+
+    /// What one of containerd's pending Waits costs: a boxed `ParkedWait` (a stream id and a
+    /// weak handle on the connection's writer) and its slot in the process's list.
+    #[test]
+    fn a_parked_wait_is_a_few_dozen_bytes() {
+        let parked = std::mem::size_of::<ParkedWait>();
+        let slot = std::mem::size_of::<Box<dyn ExitWaiter>>();
+        eprintln!("parked Wait: {parked} bytes boxed + {slot} bytes in the list");
+        assert!(parked + slot <= 32, "{parked} + {slot} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_parked_wait_is_answered_at_exit_on_its_stream() {
+        use ttrpc_client::frame::FrameDecoder;
+        let p = Process::new("c1", None, Default::default());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        p.add_waiter(Box::new(ParkedWait(ReplyTo::new(7, &tx))))
+            .unwrap();
+        assert_eq!(p.pending_waits(), 1);
+        p.record_exit(5, std::time::SystemTime::now());
+        p.notify_exit();
+        let frames = FrameDecoder::default()
+            .push(&rx.recv().await.unwrap())
+            .unwrap();
+        assert_eq!(frames[0].stream_id, 7);
+        let response = ttrpc::Response::parse_from_bytes(&frames[0].payload).unwrap();
+        assert_eq!(response.status.code.value(), Code::OK as i32);
+        let wait = WaitResponse::parse_from_bytes(&response.payload).unwrap();
+        assert_eq!(wait.exit_status, 5);
+        assert_eq!(p.pending_waits(), 0);
+    }
+
+    #[test]
+    fn a_parked_wait_of_a_closed_connection_is_abandoned() {
+        let p = Process::new("c1", None, Default::default());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+        p.add_waiter(Box::new(ParkedWait(ReplyTo::new(7, &tx))))
+            .unwrap();
+        assert_eq!(p.pending_waits(), 1);
+        drop((tx, rx));
+        assert_eq!(p.pending_waits(), 0);
+    }
+
+    #[tokio::test]
+    async fn unknown_services_and_methods_and_undecodable_requests() {
+        let svc = service();
+        let code = |r: ttrpc::Response| r.status.code.value();
+        let refused = dispatch(&svc, "no.such.Service", "State", &[])
+            .err()
+            .unwrap();
+        assert_eq!(code(refused), Code::UNIMPLEMENTED as i32);
+        let refused = dispatch(&svc, TASK_V3, "NoSuchMethod", &[]).err().unwrap();
+        assert_eq!(code(refused), Code::UNIMPLEMENTED as i32);
+        let reply = dispatch(&svc, TASK_V2, "Create", &[0xff; 16]).ok().unwrap();
+        assert_eq!(code(reply.await), Code::INVALID_ARGUMENT as i32);
+        // A known call on an unknown container: the service's own status.
+        let payload = WaitRequest {
+            id: "nope".into(),
             ..Default::default()
-        };
-        let fut = methods["Wait"].handler(TtrpcContext::default(), req);
-        let size = std::mem::size_of_val(&*fut);
-        eprintln!("pending Wait handler future: {size} bytes");
-        assert!(size < 1024, "{size} bytes");
+        }
+        .write_to_bytes()
+        .unwrap();
+        let reply = dispatch(&svc, TASK_V2, "Wait", &payload).ok().unwrap();
+        assert_eq!(code(reply.await), Code::NOT_FOUND as i32);
     }
 }

@@ -190,15 +190,25 @@ impl TaskService {
         })
     }
 
-    pub async fn wait(self: Arc<Self>, req: WaitRequest) -> Result<WaitResponse> {
-        let container = self.container(&req.id)?;
-        let p = container.process(&req.exec_id)?;
-        let exit = p.wait().await?;
-        Ok(WaitResponse {
-            exit_status: exit.status,
-            exited_at: MessageField::some(timestamp(exit.at)),
-            ..Default::default()
-        })
+    /// Wait may stay pending for the life of the process and is never cancelled by containerd
+    /// (ttrpc has no cancel frame): the lookups happen now, and the future that stays holds
+    /// only the process and its exit subscription.
+    pub fn wait(
+        self: Arc<Self>,
+        req: WaitRequest,
+    ) -> impl std::future::Future<Output = Result<WaitResponse>> + Send + 'static {
+        let process = self
+            .container(&req.id)
+            .and_then(|c| c.process(&req.exec_id))
+            .map_err(Box::new);
+        async move {
+            let exit = process.map_err(|e| *e)?.wait().await?;
+            Ok(WaitResponse {
+                exit_status: exit.status,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            })
+        }
     }
 
     pub async fn kill(self: Arc<Self>, req: KillRequest) -> Result<Empty> {
@@ -364,9 +374,11 @@ impl TaskService {
         Ok(Empty::new())
     }
 
-    /// Containers and their processes, for diagnostics.
+    /// For the diagnostics dump (SIGUSR1): every container's processes with their pending
+    /// Waits, then the runc calls in flight.
     pub fn describe(&self) -> Vec<String> {
-        self.lock()
+        let mut lines: Vec<String> = self
+            .lock()
             .ready
             .values()
             .flat_map(|c| {
@@ -383,7 +395,9 @@ impl TaskService {
                         )
                     })
             })
-            .collect()
+            .collect();
+        lines.extend(runc_wrapper::inflight::describe());
+        lines
     }
 }
 

@@ -98,7 +98,8 @@ async fn checkpoint_rules_and_a_failed_dump() {
                 "the error names CRIU's log: {e}"
             );
             assert!(
-                e.message().starts_with("runc did not terminate successfully"),
+                e.message()
+                    .starts_with("runc did not terminate successfully"),
                 "the Go shim's wording: {e}"
             );
         }

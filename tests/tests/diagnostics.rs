@@ -1,0 +1,165 @@
+//! The diagnostics dump: SIGUSR1 makes the shim write its containers, their processes with the
+//! Waits pending on each, and the runc calls in flight to its log FIFO.
+
+use std::io::Read;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use containerd_shim_protos::api::*;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
+use rshim_tests::*;
+
+/// The shim's log FIFO (`log` in the bundle), held open read-write so the shim can always
+/// write to it, read without blocking.
+struct LogFifo(std::fs::File);
+
+impl LogFifo {
+    fn create(bundle: &Bundle) -> LogFifo {
+        let path = bundle.path().join("log");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        LogFifo(file)
+    }
+
+    /// Reads the log until `done` holds for what was read, for at most `bound`.
+    async fn read_until(&mut self, bound: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + bound;
+        let mut text = String::new();
+        let mut buf = [0u8; 65536];
+        while !done(&text) {
+            assert!(Instant::now() < deadline, "log after {bound:?}:\n{text}");
+            match self.0.read(&mut buf) {
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("read log FIFO: {e}"),
+            }
+        }
+        text
+    }
+}
+
+/// A runc whose `pause` hangs, so that a call stays in flight.
+fn runc_slow_to_pause(bundle: &Bundle) -> String {
+    let runc = which("runc");
+    let path = bundle.path().join("runc-slow-pause");
+    let script = format!(
+        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = pause ] && exec sleep 60; done\nexec {runc} \"$@\"\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into()
+}
+
+fn which(name: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigusr1_dumps_processes_pending_waits_and_runc_calls_in_flight() {
+    let events = EventServer::start().await;
+    let id = unique("dump");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let mut log = LogFifo::create(&bundle);
+    let binary = runc_slow_to_pause(&bundle);
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    let options = RuncOptions {
+        binary_name: binary.clone(),
+        ..Default::default()
+    };
+    let req = CreateTaskRequest {
+        id: id.clone(),
+        bundle: bundle.path().to_string_lossy().into(),
+        options: MessageField::some(Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: options.write_to_bytes().unwrap(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    shim.task.create(req, &opts()).await.expect("Create");
+    let start = StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.expect("Start");
+
+    // Two Waits pending on the init process, and a Pause stuck in runc.
+    let mut pending = Vec::new();
+    for _ in 0..2 {
+        let task = shim.task.clone();
+        let wait = WaitRequest {
+            id: id.clone(),
+            ..Default::default()
+        };
+        pending.push(tokio::spawn(async move { task.wait(wait, &opts()).await }));
+    }
+    let task = shim.task.clone();
+    let pause = PauseRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let pause_bound = ttrpc_client::CallOptions::with_timeout(Duration::from_secs(5));
+    let paused = tokio::spawn(async move { task.pause(pause, &pause_bound).await });
+
+    // Signal until the dump shows both (the requests reach the shim asynchronously).
+    let wanted_process = format!("container={id} process={id} ");
+    let wanted_runc = format!("runc call `{binary} pause` pid=");
+    let dumped = |text: &str| {
+        text.lines().any(|l| {
+            l.contains("dump: ")
+                && l.contains(&wanted_process)
+                && l.contains("status=running pending_waits=2")
+        }) && text
+            .lines()
+            .any(|l| l.contains("dump: ") && l.contains(&wanted_runc))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = String::new();
+    while !dumped(&text) {
+        assert!(Instant::now() < deadline, "no complete dump in:\n{text}");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim.pid),
+            nix::sys::signal::SIGUSR1,
+        )
+        .unwrap();
+        text += &log
+            .read_until(Duration::from_secs(5), |t| t.contains("dump: "))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The stuck Pause answers at its deadline (runc killed with it); the shim still serves.
+    let e = paused
+        .await
+        .unwrap()
+        .expect_err("Pause through a hung runc");
+    assert_eq!(e.code(), ttrpc_client::Code::DEADLINE_EXCEEDED, "{e}");
+    let kill = KillRequest {
+        id: id.clone(),
+        signal: 9,
+        ..Default::default()
+    };
+    shim.task.kill(kill, &opts()).await.expect("Kill");
+    for w in pending {
+        assert_eq!(w.await.unwrap().expect("Wait").exit_status, 137);
+    }
+    let delete = DeleteRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.delete(delete, &opts()).await.expect("Delete");
+    shim.shutdown().await;
+}
