@@ -3,7 +3,8 @@
 //! One connection = one writer task and one reader task: a blocked socket write never stops
 //! responses from being read and delivered (the deadlock of containerd's old single-loop
 //! client). Every call has a deadline (`CallOptions`, no way to call without one), sent as
-//! `timeout_nano` and covering queueing, writing and waiting; expiry is DEADLINE_EXCEEDED. A
+//! `timeout_nano` (unless `local_deadline`: bounded here, sent as containerd sends a Wait) and
+//! covering queueing, writing and waiting; expiry is DEADLINE_EXCEEDED. A
 //! call whose deadline passes or whose future is dropped removes its pending entry (a drop
 //! guard). A broken connection fails every pending call at once (UNAVAILABLE) and later calls
 //! fail fast; `ReconnectingClient` reconnects for long-lived users.
@@ -46,13 +47,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct CallOptions {
     pub timeout: Duration,
     pub metadata: Vec<(String, String)>,
+    /// Send the deadline as `timeout_nano` (the default). Off, the call is still bounded here
+    /// but the server sees a call without one, as containerd's Wait is.
+    pub send_deadline: bool,
 }
 impl Default for CallOptions {
     fn default() -> Self {
-        CallOptions {
-            timeout: Duration::from_secs(10),
-            metadata: Vec::new(),
-        }
+        CallOptions::with_timeout(Duration::from_secs(10))
     }
 }
 impl CallOptions {
@@ -60,6 +61,14 @@ impl CallOptions {
         CallOptions {
             timeout,
             metadata: Vec::new(),
+            send_deadline: true,
+        }
+    }
+    /// Bounded by `timeout` here, sent without a deadline (how containerd sends a Wait).
+    pub fn local_deadline(timeout: Duration) -> Self {
+        CallOptions {
+            send_deadline: false,
+            ..CallOptions::with_timeout(timeout)
         }
     }
     pub fn namespace(mut self, ns: &str) -> Self {
@@ -198,7 +207,9 @@ impl Client {
         req.service = service.into();
         req.method = method.into();
         req.payload = payload;
-        req.timeout_nano = opts.timeout.as_nanos() as i64;
+        if opts.send_deadline {
+            req.timeout_nano = opts.timeout.as_nanos() as i64;
+        }
         for (k, v) in &opts.metadata {
             let mut kv = ttrpc::proto::KeyValue::new();
             kv.key = k.clone();

@@ -242,3 +242,33 @@ async fn undecodable_response_is_a_clear_error() {
     let e = call_once(&peer).await.unwrap_err();
     assert_eq!(e.code(), Code::INTERNAL, "{e}");
 }
+
+#[tokio::test]
+async fn the_deadline_is_sent_unless_it_is_local_only() {
+    for (opts, sent) in [
+        (
+            CallOptions::with_timeout(Duration::from_secs(5)),
+            5_000_000_000,
+        ),
+        (CallOptions::local_deadline(Duration::from_secs(5)), 0),
+    ] {
+        let peer = Peer::bind();
+        let listener = peer.listener.try_clone().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let f = read_frame(&mut s).unwrap();
+            let request =
+                <ttrpc::proto::Request as protobuf::Message>::parse_from_bytes(&f.body).unwrap();
+            write_response(&mut s, f.stream_id, vec![1]).unwrap();
+            request.timeout_nano
+        });
+        let client = Client::connect(&peer.address(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.call_raw("s", "m", vec![7], &opts).await.unwrap(),
+            [1]
+        );
+        assert_eq!(server.join().unwrap(), sent);
+    }
+}

@@ -72,10 +72,10 @@ async fn storm(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = usage(pid);
 
-    // Pending Waits held open: their cost each.
+    // Pending Waits held open, sent as containerd sends them (no deadline): their cost each.
     const HELD: usize = 1000;
     let held = connect(&address).await?;
-    let long = CallOptions::with_timeout(Duration::from_secs(120));
+    let long = CallOptions::local_deadline(Duration::from_secs(120));
     let mut waits = Vec::new();
     for _ in 0..HELD {
         let (held, long, req) = (
@@ -98,9 +98,30 @@ async fn storm(
     drop(held);
     let per_wait = (holding.rss_kib.saturating_sub(before.rss_kib) * 1024) / HELD as u64;
 
-    // The storm.
+    // Through containerd: `ctr task kill` and `ctr task wait` killed after 100 ms. containerd
+    // keeps each abandoned Wait pending in the shim (ttrpc has no cancel frame).
+    const CTR_ROUNDS: usize = 100;
+    let ctr_before = usage(pid);
+    let ctr_started = Instant::now();
+    for _ in 0..CTR_ROUNDS / 10 {
+        std::thread::scope(|scope| {
+            for _ in 0..10 {
+                scope.spawn(|| {
+                    let bound = Duration::from_millis(100);
+                    let _ = c.ctr_with(&["task", "kill", &id], None, bound);
+                    let _ = c.ctr_with(&["task", "wait", &id], None, bound);
+                });
+            }
+        });
+    }
+    let ctr_time = ctr_started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ctr_after = usage(pid);
+
+    // The storm on the shim's socket, Waits again without a deadline (as containerd's).
     let shared = connect(&address).await?;
     let short = CallOptions::with_timeout(Duration::from_millis(100));
+    let short_wait = CallOptions::local_deadline(Duration::from_millis(100));
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     let mut slowest = Duration::ZERO;
     let started = Instant::now();
@@ -111,7 +132,12 @@ async fn storm(
             if round >= rounds {
                 break;
             }
-            let (id, address, short) = (id.clone(), address.clone(), short.clone());
+            let (id, address, short, short_wait) = (
+                id.clone(),
+                address.clone(),
+                short.clone(),
+                short_wait.clone(),
+            );
             let client = if round % 2 == 0 {
                 Some(TaskClient::new(shared_client(&shared), TaskClient::V2))
             } else {
@@ -137,7 +163,7 @@ async fn storm(
                             id: id.clone(),
                             ..Default::default()
                         },
-                        &short
+                        &short_wait
                     ),
                     t.delete(
                         DeleteRequest {
@@ -219,18 +245,28 @@ async fn storm(
     let _ = c.ctr(&["containers", "rm", &id]);
 
     // Stated slack: 2 fds, 4 threads (tokio's blocking pool), 4 MiB RSS (the allocator keeps
-    // the peak of the held Waits: it does not grow with the number of rounds), 4 KiB per
-    // pending Wait (most of it the ttrpc crate's per-request task).
+    // the peak of the storm's connections), 1 MiB RSS through containerd, 512 bytes per
+    // pending Wait.
     let rss_growth = after.rss_kib as i64 - before.rss_kib as i64;
+    let ctr_growth = ctr_after.rss_kib as i64 - ctr_before.rss_kib as i64;
     let pass = after.fds <= before.fds + 2
         && after.threads <= before.threads + 4
         && rss_growth < 4096
-        && per_wait < 4096
+        && ctr_after.threads <= ctr_before.threads + 4
+        && ctr_growth < 1024
+        && per_wait < 512
         && slowest < Duration::from_millis(1000)
         && status == 137
         && exits == 1;
     let text = format!(
-        "{rounds} rounds in {:.1}s, slowest answer {} ms; statuses {:?}; fds {}→{}, threads {}→{}, RSS {}→{} KiB; {} bytes per pending Wait ({HELD} held: RSS {} KiB); exit {status}, /tasks/exit ×{exits}",
+        "{} bytes per pending Wait ({HELD} held: RSS {} KiB); through containerd: {CTR_ROUNDS} rounds of ctr task kill + wait killed after 100 ms in {:.1}s, threads {}→{}, RSS {}→{} KiB; on the socket: {rounds} rounds in {:.1}s, slowest answer {} ms; statuses {:?}; fds {}→{}, threads {}→{}, RSS {}→{} KiB; exit {status}, /tasks/exit ×{exits}",
+        per_wait,
+        holding.rss_kib,
+        ctr_time.as_secs_f64(),
+        ctr_before.threads,
+        ctr_after.threads,
+        ctr_before.rss_kib,
+        ctr_after.rss_kib,
         storm_time.as_secs_f64(),
         slowest.as_millis(),
         codes,
@@ -240,8 +276,6 @@ async fn storm(
         after.threads,
         before.rss_kib,
         after.rss_kib,
-        per_wait,
-        holding.rss_kib,
     );
     Ok((text, pass))
 }
@@ -1216,7 +1250,22 @@ fn holders(path: &std::path::Path) -> Vec<i32> {
     out
 }
 
+const USAGE: &str = "usage: rshim-faults [--rounds N] [--rows 1,9] [--flood-loop N]";
+
 fn main() -> anyhow::Result<()> {
+    // Options take a value each; anything else is a mistake, not a reason to run for minutes.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let known = ["--rounds", "--rows", "--flood-loop"].contains(&pair[0].as_str());
+        if !known || pair.len() < 2 {
+            eprintln!("{USAGE}");
+            std::process::exit(if pair[0] == "--help" || pair[0] == "-h" {
+                0
+            } else {
+                2
+            });
+        }
+    }
     let rounds = std::env::args()
         .skip_while(|a| a != "--rounds")
         .nth(1)
