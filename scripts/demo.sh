@@ -9,5 +9,6 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 bash scripts/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --workspace --bins --quiet
 exec ./target/debug/rshim-demo "$@"

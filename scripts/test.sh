@@ -10,11 +10,16 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 bash scripts/install-deps.sh
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 export CARGO_TERM_COLOR=never
 # The shim binary must exist before the tests that launch it.
 cargo build --workspace --bins --locked 2>&1 | tail -n 3
 cargo test --workspace --locked -- --test-threads=4 2>&1
+# The shim as deployed (static release build), through containerd beside the Go shim.
+bash scripts/build-release.sh --shim-only
+RSHIM_BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
+  cargo test --locked -p rshim-integration --test ctr_parity 2>&1
 # The fault-injection suite: bug classes on real containerd, rshim beside the Go shim.
 ./target/debug/rshim-faults
 # The benchmark harness, quick and to a temp dir: it must keep working (figures are not

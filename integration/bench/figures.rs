@@ -72,8 +72,10 @@ fn remove(c: &PrivateContainerd, id: &str) {
 }
 
 /// The shim's memory once it has settled.
+/// Idle: 2 s after the last request, past the blocking pool's keep-alive (1 s in rshim; the
+/// Go runtime returns its idle threads on its own schedule), the same for both shims.
 fn settled_usage(pid: i32) -> Usage {
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     usage(pid)
 }
 

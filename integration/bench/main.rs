@@ -104,9 +104,16 @@ fn main() -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out)?;
 
-    // A release bench measures the release shim (built beside it by `cargo build --release`).
+    // A release bench measures the release shim: the static one `scripts/build-release.sh`
+    // builds (as deployed), else the one `cargo build --release` put beside it.
     if !cfg!(debug_assertions) && std::env::var_os("RSHIM_BIN_DIR").is_none() {
-        let release = rshim_integration::workspace_root().join("target/release");
+        let target = rshim_integration::workspace_root().join("target");
+        let static_dir = target.join("x86_64-unknown-linux-gnu/release");
+        let release = if static_dir.join("containerd-shim-rshim-v2").exists() {
+            static_dir
+        } else {
+            target.join("release")
+        };
         std::env::set_var("RSHIM_BIN_DIR", release);
     }
     let c = PrivateContainerd::start(Options::default())?;
@@ -138,12 +145,17 @@ fn main() -> anyhow::Result<()> {
     let machine = figures::machine();
     let table = stats::table(&all);
     let command = if quick {
-        "cargo build --release --bins && target/release/rshim-bench --quick"
+        "scripts/build-release.sh && target/release/rshim-bench --quick"
     } else {
-        "cargo build --release --bins && target/release/rshim-bench"
+        "scripts/build-release.sh && target/release/rshim-bench"
     };
+    let root = rshim_integration::workspace_root();
+    let shim = std::env::var("RSHIM_BIN_DIR").unwrap_or_default();
+    let shim = shim
+        .strip_prefix(&format!("{}/", root.display()))
+        .unwrap_or(&shim);
     let report = format!(
-        "Measured {date} on {machine}.\n\nReproduce: `{command}` (as root; alternating the two \
+        "Measured {date} on {machine}; rshim from {shim}.\n\nReproduce: `{command}` (as root; alternating the two \
          shims run by run; medians, p95 for latencies, ± the interquartile range over the \
          median).\n\n{table}",
         date = figures::today(),

@@ -36,20 +36,49 @@ pub fn rshim_bin_dir() -> PathBuf {
         .unwrap_or_else(|_| crate::workspace_root().join("target").join("debug"))
 }
 
-/// The CRI plugin: the local pause image as sandbox image, CNI config under the temp dir (pods
-/// here use the host network, so no plugin runs), and the two runtime handlers `runc` (the Go
-/// shim) and `rshim`.
+/// The bridge pods are attached to (`CNI_BRIDGE` in `CNI_SUBNET`), deleted with the containerd.
+pub const CNI_BRIDGE: &str = "rshim-cni0";
+pub const CNI_SUBNET: &str = "10.213.7.0/24";
+/// Debian's containernetworking-plugins.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+
+/// The CRI plugin: the local pause image as sandbox image, Debian's CNI plugins with a config
+/// under the temp dir (`cni_network`), and the two runtime handlers `runc` (the Go shim) and
+/// `rshim`.
 fn cri_config(d: &Path) -> String {
     let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
     format!(
         "{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n  disable_apparmor = true\n\
-         {cri}.cni]\n  bin_dir = \"{d}/cni/bin\"\n  conf_dir = \"{d}/cni/conf\"\n\
+         {cri}.cni]\n  bin_dir = \"{CNI_BIN_DIR}\"\n  conf_dir = \"{d}/cni/conf\"\n\
          {cri}.containerd]\n  default_runtime_name = \"runc\"\n\
          {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
          {cri}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n",
         pause = image::PAUSE_IMAGE,
         d = d.display(),
     )
+}
+
+/// A pod network: a bridge with host-local addresses (kept under the temp dir) and loopback.
+fn cni_network(d: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": "rshim-pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": CNI_BRIDGE,
+                "isGateway": true,
+                "ipMasq": false,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": CNI_SUBNET}]],
+                    "dataDir": d.join("cni/ipam"),
+                },
+            },
+            {"type": "loopback"},
+        ],
+    })
+    .to_string()
 }
 
 impl PrivateContainerd {
@@ -80,6 +109,10 @@ impl PrivateContainerd {
             cri = if opts.cri { cri_config(d) } else { String::new() },
         );
         std::fs::write(d.join("config.toml"), config)?;
+        if opts.cri {
+            std::fs::create_dir_all(d.join("cni/conf"))?;
+            std::fs::write(d.join("cni/conf/10-rshim.conflist"), cni_network(d))?;
+        }
         let child = spawn(d, &bin_dir, opts.slave_mount_namespace)?;
         let c = PrivateContainerd {
             dir,
@@ -259,6 +292,13 @@ impl PrivateContainerd {
         kill_shims_of(&self.address);
         delete_orphaned_containers(self.dir.path());
         unmount_under(self.dir.path());
+        if self.dir.path().join("cni/conf").exists() {
+            // The bridge the CNI plugin made on the host (absent if no pod ran).
+            let _ = Command::new("ip")
+                .args(["link", "delete", CNI_BRIDGE])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
-use rshim_integration::containerd::{mounts_under, shims_of, Options, PrivateContainerd};
+use rshim_integration::containerd::{
+    mounts_under, shims_of, Options, PrivateContainerd, CNI_SUBNET,
+};
 use rshim_integration::image::IMAGE;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -57,8 +59,8 @@ fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
-                    // The host network: no CNI plugin is needed.
-                    network: NamespaceMode::Node as i32,
+                    // Its own network namespace, on the CNI bridge.
+                    network: NamespaceMode::Pod as i32,
                     pid: NamespaceMode::Container as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
@@ -279,6 +281,39 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
     }
     note("shims for the pod", k8s_shims(&c.address).len().to_string());
 
+    // The pod's network: an address from the CNI bridge, seen by its containers as eth0.
+    let status = bounded(
+        "PodSandboxStatus",
+        cri.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        }),
+    )
+    .await;
+    let ip = status
+        .status
+        .and_then(|s| s.network)
+        .map(|n| n.ip)
+        .unwrap_or_default();
+    note(
+        "pod ip on the CNI bridge",
+        ip.starts_with(CNI_SUBNET.trim_end_matches("0/24"))
+            .to_string(),
+    );
+    let eth0 = bounded(
+        "ExecSync eth0",
+        cri.exec_sync(ExecSyncRequest {
+            container_id: ids["sleeper"].clone(),
+            cmd: vec!["cat".into(), "/proc/net/dev".into()],
+            timeout: 10,
+        }),
+    )
+    .await;
+    note(
+        "container sees eth0 and the pod ip",
+        (String::from_utf8_lossy(&eth0.stdout).contains("eth0:") && !ip.is_empty()).to_string(),
+    );
+
     let exec = bounded(
         "ExecSync",
         cri.exec_sync(ExecSyncRequest {
@@ -475,6 +510,8 @@ async fn cri_sees_the_same_from_both_shims() {
         "stop with grace 2s: exit 137 reason Error waited the grace period: true",
         "talker log: stderr F oops | stdout F hello",
         "shims left: 0",
+        "pod ip on the CNI bridge: true",
+        "container sees eth0 and the pod ip: true",
         "memory limit after update: 134217728",
         "mounts left: 0",
     ] {

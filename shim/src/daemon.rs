@@ -39,6 +39,9 @@ pub fn run(flags: &Flags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
+        // Blocking work (mounts, unmounts) is rare in a shim: an idle shim keeps no thread
+        // for it beyond a moment (tokio's default keeps each for 10 s).
+        .thread_keep_alive(Duration::from_secs(1))
         .enable_all()
         .build()?;
     let result = runtime.block_on(serve(flags, listener, ready));
