@@ -644,3 +644,64 @@ async fn shutdown_waits_for_the_last_container_and_abandoned_waits_cost_nothing(
     shim.shutdown().await;
     assert!(!shim.alive());
 }
+
+/// containerd sends Wait without a deadline and never cancels it: the shim parks such Waits on
+/// the process. Hundreds on one connection and more on a connection that then closes: all stay
+/// pending until the exit, every live one is answered with it, and a Wait after the exit
+/// answers at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn waits_without_a_deadline_are_all_answered_at_exit() {
+    let events = EventServer::start().await;
+    let id = unique("parked");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    shim.task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap();
+    let start = StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.unwrap();
+
+    let as_containerd = ttrpc_client::CallOptions::local_deadline(Duration::from_secs(20));
+    let wait_on = |task: ttrpc_client::task::TaskClient| {
+        let (id, bound) = (id.clone(), as_containerd.clone());
+        tokio::spawn(async move {
+            let req = WaitRequest {
+                id,
+                ..Default::default()
+            };
+            task.wait(req, &bound).await
+        })
+    };
+    let waits: Vec<_> = (0..300).map(|_| wait_on(shim.task.clone())).collect();
+    let other = ttrpc_client::Client::connect(&shim.address, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let other_task = ttrpc_client::task::TaskClient::new(other, ttrpc_client::task::TaskClient::V2);
+    let abandoned: Vec<_> = (0..100).map(|_| wait_on(other_task.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        waits.iter().chain(&abandoned).all(|w| !w.is_finished()),
+        "a Wait answered before the exit"
+    );
+    for w in &abandoned {
+        w.abort();
+    }
+    drop(other_task);
+
+    let kill = KillRequest {
+        id: id.clone(),
+        signal: 9,
+        ..Default::default()
+    };
+    shim.task.kill(kill, &opts()).await.unwrap();
+    for w in waits {
+        assert_eq!(w.await.unwrap().expect("parked Wait").exit_status, 137);
+    }
+    assert_eq!(wait_exit(&shim, &id, "").await, 137);
+    delete(&shim, &id, "").await.unwrap();
+    shim.shutdown().await;
+}
