@@ -67,7 +67,14 @@ pub async fn serve(stream: UnixStream, svc: Arc<TaskService>, mut stop: watch::R
     requests.abort_all();
     while requests.join_next().await.is_some() {}
     drop(tx);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, writer).await;
+    // Replies already queued get a moment; a writer stuck on a client that does not read goes.
+    let mut writer = writer;
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 async fn write_loop(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Vec<u8>>) {
