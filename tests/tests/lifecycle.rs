@@ -45,6 +45,25 @@ async fn wait_exit(shim: &Shim, id: &str, exec_id: &str) -> u32 {
         .exit_status
 }
 
+/// A shim running one container that sleeps; the event server and bundle live as long as the
+/// caller keeps them.
+async fn running_sleeper(prefix: &str) -> (EventServer, Bundle, Shim, String) {
+    let events = EventServer::start().await;
+    let id = unique(prefix);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    shim.task
+        .create(create_req(&id, &bundle, None), &opts())
+        .await
+        .unwrap();
+    let start = StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.unwrap();
+    (events, bundle, shim, id)
+}
+
 async fn delete(shim: &Shim, id: &str, exec_id: &str) -> ttrpc_client::Result<DeleteResponse> {
     shim.task
         .delete(
@@ -584,24 +603,7 @@ async fn bad_requests_get_clear_statuses_and_the_shim_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_waits_for_the_last_container_and_abandoned_waits_cost_nothing() {
-    let events = EventServer::start().await;
-    let id = unique("shut");
-    let bundle = Bundle::new(&["sleep", "1000"]);
-    let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    shim.task
-        .create(create_req(&id, &bundle, None), &opts())
-        .await
-        .unwrap();
-    shim.task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    let (_events, _bundle, shim, id) = running_sleeper("shut").await;
 
     // Waits abandoned by their deadline answer DeadlineExceeded.
     for _ in 0..50 {
@@ -651,19 +653,7 @@ async fn shutdown_waits_for_the_last_container_and_abandoned_waits_cost_nothing(
 /// answers at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn waits_without_a_deadline_are_all_answered_at_exit() {
-    let events = EventServer::start().await;
-    let id = unique("parked");
-    let bundle = Bundle::new(&["sleep", "1000"]);
-    let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    shim.task
-        .create(create_req(&id, &bundle, None), &opts())
-        .await
-        .unwrap();
-    let start = StartRequest {
-        id: id.clone(),
-        ..Default::default()
-    };
-    shim.task.start(start, &opts()).await.unwrap();
+    let (_events, _bundle, shim, id) = running_sleeper("parked").await;
 
     let as_containerd = ttrpc_client::CallOptions::local_deadline(Duration::from_secs(20));
     let wait_on = |task: ttrpc_client::task::TaskClient| {
