@@ -101,14 +101,62 @@ impl ExitMonitor for Reaper {
 }
 
 /// `Command::spawn` for a process-wide reaper's world. When exec fails, std waits for the dead
-/// child itself and panics if the reaper (`waitpid(-1)`) collected it first; that panic is
-/// turned back into the spawn error it stands for.
+/// child itself and panics if the reaper (`waitpid(-1)`) collected it first, losing the exec
+/// error; that panic is turned back into an error naming why the program cannot run.
 pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn())) {
         Ok(result) => result,
-        Err(_) => Err(std::io::Error::other(format!(
-            "{program} could not be executed"
-        ))),
+        Err(_) => Err(why_not_executable(cmd.get_program())),
+    }
+}
+
+/// The usual reasons exec fails, checked after the fact: missing, or not executable by us.
+fn why_not_executable(program: &std::ffi::OsStr) -> std::io::Error {
+    use std::os::unix::fs::PermissionsExt;
+    let name = std::path::Path::new(program);
+    let shown = name.display();
+    if name.components().count() == 1 {
+        // Looked up in PATH: std already reports a name found nowhere as NotFound.
+        return std::io::Error::other(format!("{shown} (from PATH) could not be executed"));
+    }
+    match std::fs::metadata(name) {
+        Err(e) => std::io::Error::new(e.kind(), format!("{shown}: {e}")),
+        Ok(m) if !m.is_file() => std::io::Error::other(format!("{shown} is not a regular file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{shown} is not executable"),
+        ),
+        // Executable, yet exec failed: a bad interpreter line or binary format.
+        Ok(_) => std::io::Error::other(format!(
+            "{shown} could not be executed (bad interpreter or binary format?)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn why_a_program_cannot_be_executed() {
+        let dir = tempfile::tempdir().unwrap();
+        let why = |name: &str| why_not_executable(dir.path().join(name).as_os_str()).to_string();
+        assert!(
+            why("missing").contains("No such file"),
+            "{}",
+            why("missing")
+        );
+        std::fs::create_dir(dir.path().join("dir")).unwrap();
+        assert!(why("dir").ends_with("is not a regular file"));
+        std::fs::write(dir.path().join("plain"), "#!/bin/sh\n").unwrap();
+        assert!(why("plain").ends_with("is not executable"));
+        let bad = dir.path().join("bad");
+        std::fs::write(&bad, "#!/no/such/interpreter\n").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(why("bad").contains("bad interpreter"));
+        assert!(why_not_executable("runc".as_ref())
+            .to_string()
+            .contains("from PATH"));
     }
 }

@@ -5,8 +5,8 @@
 //! Why not the `ttrpc` crate's server (its wire types are still used): containerd sends every
 //! call on one connection and ttrpc has no cancel frame, so a Wait containerd gave up on stays
 //! pending in the shim for as long as the process lives. The crate's server keeps about 1.7 KB
-//! of its own state per pending request; here a pending Wait is one small task holding the
-//! handler's future, so thousands of abandoned Waits cost little (bug class 1).
+//! of its own state per pending request; here containerd's Waits are parked on their process
+//! (`rpc::park_wait`) for a few dozen bytes each (bug class 1).
 
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixListener as StdUnixListener;
