@@ -98,7 +98,8 @@ async fn storm(
     drop(held);
     let per_wait = (holding.rss_kib.saturating_sub(before.rss_kib) * 1024) / HELD as u64;
 
-    // Through containerd: `ctr task kill` and `ctr task wait` killed after 100 ms. containerd
+    // Through containerd: `ctr task kill` and `ctr task attach` (which waits) killed after
+    // 100 ms. containerd
     // keeps each abandoned Wait pending in the shim (ttrpc has no cancel frame).
     const CTR_ROUNDS: usize = 100;
     let ctr_before = usage(pid);
@@ -109,7 +110,8 @@ async fn storm(
                 scope.spawn(|| {
                     let bound = Duration::from_millis(100);
                     let _ = c.ctr_with(&["task", "kill", &id], None, bound);
-                    let _ = c.ctr_with(&["task", "wait", &id], None, bound);
+                    // Debian's ctr has no `task wait`; `attach` waits on the task.
+                    let _ = c.ctr_with(&["task", "attach", &id], None, bound);
                 });
             }
         });
@@ -117,6 +119,11 @@ async fn storm(
     let ctr_time = ctr_started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ctr_after = usage(pid);
+    // The phase must have reached the shim: rshim's dump counts the Waits containerd left.
+    let parked = match rt {
+        Runtime::Rshim => Some(pending_waits_dumped(c, pid, &id).await),
+        Runtime::Go => None,
+    };
 
     // The storm on the shim's socket, Waits again without a deadline (as containerd's).
     let shared = connect(&address).await?;
@@ -254,15 +261,19 @@ async fn storm(
         && rss_growth < 4096
         && ctr_after.threads <= ctr_before.threads + 4
         && ctr_growth < 1024
+        && parked.is_none_or(|n| n >= CTR_ROUNDS / 4)
         && per_wait < 512
         && slowest < Duration::from_millis(1000)
         && status == 137
         && exits == 1;
     let text = format!(
-        "{} bytes per pending Wait ({HELD} held: RSS {} KiB); through containerd: {CTR_ROUNDS} rounds of ctr task kill + wait killed after 100 ms in {:.1}s, threads {}→{}, RSS {}→{} KiB; on the socket: {rounds} rounds in {:.1}s, slowest answer {} ms; statuses {:?}; fds {}→{}, threads {}→{}, RSS {}→{} KiB; exit {status}, /tasks/exit ×{exits}",
+        "{} bytes per pending Wait ({HELD} held: RSS {} KiB); through containerd: {CTR_ROUNDS} rounds of ctr task kill + attach killed after 100 ms in {:.1}s, {}threads {}→{}, RSS {}→{} KiB; on the socket: {rounds} rounds in {:.1}s, slowest answer {} ms; statuses {:?}; fds {}→{}, threads {}→{}, RSS {}→{} KiB; exit {status}, /tasks/exit ×{exits}",
         per_wait,
         holding.rss_kib,
         ctr_time.as_secs_f64(),
+        parked
+            .map(|n| format!("Waits left pending by containerd: {n}, "))
+            .unwrap_or_default(),
         ctr_before.threads,
         ctr_after.threads,
         ctr_before.rss_kib,
@@ -278,6 +289,29 @@ async fn storm(
         after.rss_kib,
     );
     Ok((text, pass))
+}
+
+/// The pending Waits of `id`'s init in rshim's SIGUSR1 dump, which containerd copies from the
+/// shim's log into its own (0 if no dump line appears within 5 s).
+async fn pending_waits_dumped(c: &PrivateContainerd, pid: i32, id: &str) -> usize {
+    let log = c.dir.path().join("containerd.log");
+    let seen = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGUSR1);
+    let wanted = format!("dump: container={id} process={id} ");
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let text = std::fs::read(&log).unwrap_or_default();
+        let new = String::from_utf8_lossy(text.get(seen..).unwrap_or_default()).into_owned();
+        let count = new.lines().filter(|l| l.contains(&wanted)).find_map(|l| {
+            let at = l.find("pending_waits=")? + "pending_waits=".len();
+            let digits: String = l[at..].chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        });
+        if let Some(n) = count {
+            return n;
+        }
+    }
+    0
 }
 
 /// TaskClient owns its Client; a clone shares the connection.
