@@ -7,7 +7,13 @@ use crate::RuncConfig;
 
 /// Options before the subcommand.
 pub fn global(config: &RuncConfig) -> Vec<String> {
+    // go-runc's order (root, debug, log, log-format, systemd-cgroup): runc accepts any order,
+    // but wrappers that parse runc's global flags positionally (containerd's failpoint runc
+    // among them) expect this one.
     let mut a = Vec::new();
+    if let Some(root) = &config.root {
+        a.extend(["--root".into(), root.display().to_string()]);
+    }
     if config.debug {
         a.push("--debug".into());
     }
@@ -18,9 +24,6 @@ pub fn global(config: &RuncConfig) -> Vec<String> {
             "--log-format".into(),
             "json".into(),
         ]);
-    }
-    if let Some(root) = &config.root {
-        a.extend(["--root".into(), root.display().to_string()]);
     }
     if config.systemd_cgroup {
         a.push("--systemd-cgroup".into());
@@ -181,14 +184,15 @@ mod tests {
         };
         assert_eq!(
             global(&c),
+            // go-runc's order: --root first (containerd's failpoint runc parses it so).
             s(&[
+                "--root",
+                "/run/r/ns",
                 "--debug",
                 "--log",
                 "/b/log.json",
                 "--log-format",
                 "json",
-                "--root",
-                "/run/r/ns",
                 "--systemd-cgroup"
             ])
         );

@@ -110,6 +110,15 @@ pub enum Error {
         command: String,
         source: std::io::Error,
     },
+    /// The binary could not be executed. Worded as Go's os/exec words it (`exec: "runc":
+    /// executable file not found in $PATH`), which containerd's callers match on, followed by
+    /// our own reason when it says more.
+    #[error("{command}: {}", exec_wording(binary, source))]
+    Exec {
+        command: String,
+        binary: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{command}: {message}")]
     Parse { command: String, message: String },
     /// Receiving the pty master from runc's console socket failed or timed out.
@@ -118,6 +127,24 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Go's `exec.Error` text for a binary that cannot be executed: `exec: "NAME": REASON`, where a
+/// bare name not found in PATH is `executable file not found in $PATH` and a path that does not
+/// exist is `stat PATH: no such file or directory`. Other reasons keep our own words.
+fn exec_wording(binary: &Path, source: &std::io::Error) -> String {
+    let name = binary.display();
+    let bare = binary.components().count() == 1;
+    match source.kind() {
+        std::io::ErrorKind::NotFound if bare => {
+            format!("exec: \"{name}\": executable file not found in $PATH")
+        }
+        std::io::ErrorKind::NotFound => {
+            format!("exec: \"{name}\": stat {name}: no such file or directory")
+        }
+        std::io::ErrorKind::PermissionDenied => format!("exec: \"{name}\": permission denied"),
+        _ => format!("exec: \"{name}\": {source}"),
+    }
+}
 
 /// How long a timed-out runc gets, after SIGKILL, to be reaped.
 const REAP_GRACE: Duration = Duration::from_secs(5);
@@ -362,7 +389,14 @@ impl Runc {
             .map(|m| m.len())
             .unwrap_or(0);
 
-        let mut cmd = Command::new(&binary);
+        // Looked up here, as Go's exec.Command does, not by execvp in the child: a name found
+        // nowhere is then reported with certainty, even when the reaper collects the child.
+        let program = monitor::look_path(&binary).map_err(|source| Error::Exec {
+            command: command.clone(),
+            binary: binary.clone(),
+            source,
+        })?;
+        let mut cmd = Command::new(&program);
         cmd.args(args::global(&self.config))
             .args(&args)
             .process_group(0);
@@ -405,7 +439,11 @@ impl Runc {
 
         // Subscribe before spawning: runc may exit before spawn() even returns.
         let mut exits = self.monitor.subscribe();
-        let child = monitor::spawn_reaped(&mut cmd).map_err(spawn_err)?;
+        let child = monitor::spawn_reaped(&mut cmd).map_err(|source| Error::Exec {
+            command: command.clone(),
+            binary: binary.clone(),
+            source,
+        })?;
         let pid = child.id() as i32;
         // Dropping a std Child neither waits nor kills; the reaper reaps it.
         drop(child);

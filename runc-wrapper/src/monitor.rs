@@ -110,6 +110,29 @@ pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::pro
     }
 }
 
+/// A bare program name resolved through `PATH` to an executable regular file (Go's
+/// `exec.LookPath`); a path is returned as it is. NotFound when no `PATH` entry has it.
+pub fn look_path(program: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.components().count() != 1 || program.as_os_str().is_empty() {
+        return Ok(program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if let Ok(m) = std::fs::metadata(&candidate) {
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{} not found in PATH", program.display()),
+    ))
+}
+
 /// The usual reasons exec fails, checked after the fact: missing, or not executable by us.
 fn why_not_executable(program: &std::ffi::OsStr) -> std::io::Error {
     use std::os::unix::fs::PermissionsExt;

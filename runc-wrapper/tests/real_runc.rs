@@ -537,11 +537,41 @@ fn a_runc_that_cannot_be_executed_is_an_error_not_a_panic() {
                 .unwrap_err()
         });
         let text = err.to_string();
-        // std's own error, or ours when the reaper got the child first: both say why.
+        // std's own error, or ours when the reaper got the child first: both in Go's words.
         assert!(
-            text.contains("not-executable")
-                && (text.contains("Permission denied") || text.contains("is not executable")),
+            text.contains(&format!(
+                "exec: \"{}\": permission denied",
+                script.display()
+            )),
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_missing_runc_is_named_in_gos_words() {
+    // containerd's TestContainerNoBinaryExists (and users' scripts) match Go's exec.Error text.
+    let b = Bundle::new(&["true"]);
+    let bare = env().rt.block_on(async {
+        b.runc(Path::new("no-runc"))
+            .ps(&b.id, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(
+        bare.to_string(),
+        "no-runc ps: exec: \"no-runc\": executable file not found in $PATH"
+    );
+    let path = b.path().join("no-runc");
+    let absolute = env().rt.block_on(async {
+        b.runc(&path)
+            .ps(&b.id, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+    });
+    let p = path.display();
+    assert_eq!(
+        absolute.to_string(),
+        format!("{p} ps: exec: \"{p}\": stat {p}: no such file or directory")
+    );
 }

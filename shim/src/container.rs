@@ -16,6 +16,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::MessageField;
 use runc_wrapper::console::ConsoleSocket;
+use runc_wrapper::io::RuncStdio;
 use runc_wrapper::monitor::{Exit, ExitMonitor};
 use runc_wrapper::{CreateOpts, ExecOpts, Runc, RuncConfig};
 
@@ -92,7 +93,27 @@ pub struct Container {
     options: RuncOptions,
     /// A checkpoint to restore at Start instead of `runc start`.
     restore: Mutex<Option<RestoreSpec>>,
+    /// Execs being started, and whether the init has died. The init's exit is held back while
+    /// execs start (and until they exit, bounded), as the Go shim does: until then the task is
+    /// still running for its clients (Exec is accepted, State says running); once the init
+    /// has died no exec may start.
+    exec_starts: tokio::sync::watch::Sender<ExecStarts>,
     shared: Shared,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ExecStarts {
+    starting: usize,
+    init_died: bool,
+}
+
+/// One exec start in progress; its drop tells a held-back init exit that it is over.
+struct ExecStarting<'a>(&'a tokio::sync::watch::Sender<ExecStarts>);
+
+impl Drop for ExecStarting<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|s| s.starting -= 1);
+    }
 }
 
 impl Container {
@@ -132,6 +153,7 @@ impl Container {
             oom: Mutex::new(None),
             options: req.options.clone(),
             restore: Mutex::new(req.restore.clone()),
+            exec_starts: tokio::sync::watch::channel(ExecStarts::default()).0,
             shared,
         });
         // From a checkpoint, nothing runs until Start restores it (as in the Go shim).
@@ -181,46 +203,29 @@ impl Container {
     async fn run_create(self: &Arc<Self>, req: &CreateRequest) -> Result<()> {
         // Create output passes straight through (no hold): holding it until `runc create`
         // returned lost bytes now and then under `ctr run --rm` (about 1 run in 25 with a
-        // 1 MiB flood; cause not found yet, see the issue notes). The price: a failed create
-        // also shows runc's own error line on the container's stderr, where runc wrote it.
-        let mut prepared =
-            PreparedIo::prepare(&req.stdio, self.stdio_owner(&self.id), false).await?;
-        let console = if req.stdio.terminal {
-            Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
-        } else {
-            None
-        };
+        // 1 MiB flood; cause not found yet). The price: a failed create also shows runc's own
+        // error line on the container's stderr, where runc wrote it.
         let pid_file = self.bundle.join("init.pid");
-        let opts = CreateOpts {
-            pid_file: Some(pid_file.clone()),
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-            no_pivot: req.options.no_pivot_root,
-            no_new_keyring: req.options.no_new_keyring,
-            detach: true,
-            stdio: std::mem::take(&mut prepared.runc_stdio),
-        };
-        let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
-        let master = match &console {
-            Some(console) => {
-                let (created, master) = tokio::join!(
+        let (pid, early) = self
+            .launch(
+                &self.init,
+                &pid_file,
+                false,
+                "create",
+                |stdio, console_socket| {
+                    let opts = CreateOpts {
+                        pid_file: Some(pid_file.clone()),
+                        console_socket,
+                        no_pivot: req.options.no_pivot_root,
+                        no_new_keyring: req.options.no_new_keyring,
+                        detach: true,
+                        stdio,
+                    };
                     self.runc
-                        .create(&self.id, &self.bundle, opts, deadline::CREATE),
-                    console.receive(deadline::CONSOLE)
-                );
-                created.map_err(|e| Error::runtime("create", e))?;
-                Some(master?)
-            }
-            None => {
-                self.runc
-                    .create(&self.id, &self.bundle, opts, deadline::CREATE)
-                    .await
-                    .map_err(|e| Error::runtime("create", e))?;
-                None
-            }
-        };
-        let pid = read_pid_file(&pid_file)?;
-        self.init.set_pid(pid as u32);
-        self.init.set_io(prepared.finish(master).await?);
+                        .create(&self.id, &self.bundle, opts, deadline::CREATE)
+                },
+            )
+            .await?;
         self.watch_cgroup(pid);
         self.shared.exits.register(pid, self.clone(), early);
         Ok(())
@@ -229,37 +234,67 @@ impl Container {
     /// `runc restore` of the checkpoint given at Create, with stdio draining from before, as
     /// for a create.
     async fn run_restore(self: &Arc<Self>, spec: &RestoreSpec) -> Result<()> {
-        let stdio = &self.init.stdio;
-        let mut prepared = PreparedIo::prepare(stdio, self.stdio_owner(&self.id), false).await?;
-        let console = if stdio.terminal {
+        let pid_file = self.bundle.join("init.pid");
+        let (pid, early) = self
+            .launch(
+                &self.init,
+                &pid_file,
+                false,
+                "restore",
+                |stdio, console_socket| {
+                    let mut opts = spec.restore_opts(&self.bundle, &self.options);
+                    opts.console_socket = console_socket;
+                    opts.stdio = stdio;
+                    self.runc
+                        .restore(&self.id, &self.bundle, opts, deadline::RESTORE)
+                },
+            )
+            .await?;
+        self.watch_cgroup(pid);
+        self.shared.exits.register(pid, self.clone(), early);
+        Ok(())
+    }
+
+    /// The one way a process is started through runc (create, restore, exec): its stdio
+    /// prepared and draining before runc runs (bug class 3), a console socket for a terminal,
+    /// exits subscribed before runc can start anything (an instant exit is not missed), then
+    /// the pid from the pid file and the stdio wired. Returns the pid and the exits seen since
+    /// the subscription; the caller registers them once its start event is queued.
+    async fn launch<'a, F, Fut>(
+        self: &'a Arc<Self>,
+        process: &'a Arc<Process>,
+        pid_file: &'a Path,
+        hold_output: bool,
+        op: &'static str,
+        run: F,
+    ) -> Result<(i32, EarlyExits)>
+    where
+        F: FnOnce(RuncStdio, Option<PathBuf>) -> Fut,
+        Fut: std::future::Future<Output = runc_wrapper::Result<()>> + 'a,
+    {
+        let mut prepared =
+            PreparedIo::prepare(&process.stdio, self.stdio_owner(&process.id), hold_output).await?;
+        let console = if process.stdio.terminal {
             Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
         } else {
             None
         };
-        let mut opts = spec.restore_opts(&self.bundle, &self.options);
-        opts.console_socket = console.as_ref().map(|c| c.path().to_path_buf());
-        opts.stdio = std::mem::take(&mut prepared.runc_stdio);
         let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
-        let restore = self
-            .runc
-            .restore(&self.id, &self.bundle, opts, deadline::RESTORE);
+        let ran = run(
+            std::mem::take(&mut prepared.runc_stdio),
+            console.as_ref().map(|c| c.path().to_path_buf()),
+        );
         let master = match &console {
-            Some(console) => {
-                let (restored, master) = tokio::join!(restore, console.receive(deadline::CONSOLE));
-                restored.map_err(|e| Error::runtime("restore", e))?;
-                Some(master?)
-            }
+            Some(console) => Some(with_console(ran, console, op).await?),
             None => {
-                restore.await.map_err(|e| Error::runtime("restore", e))?;
+                ran.await.map_err(|e| Error::runtime(op, e))?;
                 None
             }
         };
-        let pid = read_pid_file(&self.bundle.join("init.pid"))?;
-        self.init.set_pid(pid as u32);
-        self.init.set_io(prepared.finish(master).await?);
-        self.watch_cgroup(pid);
-        self.shared.exits.register(pid, self.clone(), early);
-        Ok(())
+        let pid = read_pid_file(pid_file)?;
+        process.set_pid(pid as u32);
+        process.set_io(prepared.finish(master).await?);
+        Ok((pid, early))
     }
 
     /// Checkpoint with CRIU (the Go shim's rules: running or paused only; the container keeps
@@ -372,7 +407,8 @@ impl Container {
 
     async fn start_init(self: &Arc<Self>) -> Result<u32> {
         let init = &self.init;
-        init.check_start()?;
+        // Closes the start gate: an exit seen from now on waits for the start event.
+        init.begin_start()?;
         let restore = self
             .restore
             .lock()
@@ -451,13 +487,11 @@ impl Container {
 
     async fn start_exec(self: &Arc<Self>, exec_id: &str) -> Result<u32> {
         let exec = self.process(exec_id)?;
-        if matches!(self.init.status(), Status::Stopped | Status::Deleted) {
-            return Err(Error::FailedPrecondition(format!(
-                "cannot start exec {exec_id}: the init process of container {} is not running",
-                self.id
-            )));
+        if self.init.status() == Status::Deleted {
+            return Err(crate::process::gone(&self.id));
         }
-        exec.check_start()?;
+        let _starting = self.begin_exec_start()?;
+        exec.begin_start()?;
         let spec = self
             .exec_specs
             .lock()
@@ -477,47 +511,43 @@ impl Container {
         Ok(pid)
     }
 
+    /// Counts an exec start, refused once the init has died (the Go shim's words).
+    fn begin_exec_start(&self) -> Result<ExecStarting<'_>> {
+        let mut died = false;
+        self.exec_starts.send_if_modified(|s| {
+            died = s.init_died;
+            if !died {
+                s.starting += 1;
+            }
+            !died
+        });
+        if died {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} init process is not running",
+                self.id
+            )));
+        }
+        Ok(ExecStarting(&self.exec_starts))
+    }
+
     async fn run_exec(
         self: &Arc<Self>,
         exec: &Arc<Process>,
         spec: &oci_spec::runtime::Process,
     ) -> Result<u32> {
-        let mut prepared =
-            PreparedIo::prepare(&exec.stdio, self.stdio_owner(&exec.id), true).await?;
-        let console = if exec.stdio.terminal {
-            Some(ConsoleSocket::new().map_err(|e| Error::io("create console socket", e))?)
-        } else {
-            None
-        };
         let pid_file = self.bundle.join(format!("{}.pid", exec.id));
-        let opts = ExecOpts {
-            pid_file: Some(pid_file.clone()),
-            console_socket: console.as_ref().map(|c| c.path().to_path_buf()),
-            detach: true,
-            stdio: std::mem::take(&mut prepared.runc_stdio),
-        };
-        let early = EarlyExits::subscribe(self.shared.monitor.as_ref());
-        let master = match &console {
-            Some(console) => {
-                let (ran, master) = tokio::join!(
-                    self.runc.exec(&self.id, spec, opts, deadline::EXEC),
-                    console.receive(deadline::CONSOLE)
-                );
-                ran.map_err(|e| Error::runtime("exec", e))?;
-                Some(master?)
-            }
-            None => {
-                self.runc
-                    .exec(&self.id, spec, opts, deadline::EXEC)
-                    .await
-                    .map_err(|e| Error::runtime("exec", e))?;
-                None
-            }
-        };
-        let pid = read_pid_file(&pid_file)?;
+        let (pid, early) = self
+            .launch(exec, &pid_file, true, "exec", |stdio, console_socket| {
+                let opts = ExecOpts {
+                    pid_file: Some(pid_file.clone()),
+                    console_socket,
+                    detach: true,
+                    stdio,
+                };
+                self.runc.exec(&self.id, spec, opts, deadline::EXEC)
+            })
+            .await?;
         let _ = std::fs::remove_file(&pid_file);
-        exec.set_pid(pid as u32);
-        exec.set_io(prepared.finish(master).await?);
         let _ = exec.transition(Status::Running);
         self.shared.publisher.publish(TaskExecStarted {
             container_id: self.id.clone(),
@@ -587,6 +617,8 @@ impl Container {
         let exec = self.process(exec_id)?;
         exec.check_transition(Status::Deleted)?;
         exec.open_start_gate();
+        // Never a `/tasks/delete`-era answer before the exit event: wait for its notification.
+        exec.exit_told(deadline::EXEC_EXITS).await;
         if let Some(io) = exec.io() {
             io.drain_and_close(deadline::DRAIN).await;
         }
@@ -609,6 +641,8 @@ impl Container {
         init.check_transition(Status::Deleted)?;
         let never_started = init.status() == Status::Created;
         init.open_start_gate();
+        // `/tasks/delete` never overtakes `/tasks/exit`: wait for the exit's notification.
+        init.exit_told(deadline::EXEC_EXITS).await;
         match self
             .runc
             .delete(&self.id, never_started, deadline::DELETE)
@@ -713,30 +747,60 @@ impl Container {
             .await?)
     }
 
-    /// Finishes a process's exit: for the init, kill the rest of the container when it has no
-    /// pid namespace of its own and wait (bounded) for its execs' exits; then publish
-    /// `/tasks/exit` (never before the process's start event) and wake every Wait.
-    async fn finish_exit(self: Arc<Self>, process: Arc<Process>) {
-        if process.is_init() {
-            if !self.private_pid_ns {
-                if let Err(e) = self
-                    .runc
-                    .kill(&self.id, libc::SIGKILL as u32, true, deadline::KILL)
-                    .await
-                {
-                    log::debug!("kill remaining processes of {}: {e}", self.id);
-                }
-            }
-            // An exec may have recorded its exit but not yet published it: wait for its
-            // notification, which fires only once its exit event is queued.
-            for exec in self.exec_processes() {
-                if exec.pid() != 0 {
-                    let _ = tokio::time::timeout(deadline::EXEC_EXITS, exec.wait()).await;
-                }
+    /// The init died: kill the rest of the container when it has no pid namespace of its own,
+    /// let execs being started finish starting, wait (bounded, together) for the execs' exits,
+    /// and only then record and publish the init's exit. Until it is recorded the task is
+    /// running for its clients, as with the Go shim.
+    async fn handle_init_exit(self: Arc<Self>, exit: Exit) {
+        if !self.private_pid_ns {
+            if let Err(e) = self
+                .runc
+                .kill(&self.id, libc::SIGKILL as u32, true, deadline::KILL)
+                .await
+            {
+                log::debug!("kill remaining processes of {}: {e}", self.id);
             }
         }
+        // An exec start is bounded by runc's deadline; the margin covers its stdio setup.
+        let mut starts = self.exec_starts.subscribe();
+        let started = starts.wait_for(|s| s.starting == 0);
+        if tokio::time::timeout(deadline::EXEC + deadline::EXEC_EXITS, started)
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "exec starts of {} still running; reporting its exit",
+                self.id
+            );
+        }
+        // An exec may have recorded its exit but not yet published it: wait for its
+        // notification, which fires only once its exit event is queued.
+        let execs: Vec<_> = self
+            .exec_processes()
+            .into_iter()
+            .filter(|e| e.pid() != 0)
+            .collect();
+        let exits = futures::future::join_all(execs.iter().map(|e| e.wait()));
+        if tokio::time::timeout(deadline::EXEC_EXITS, exits)
+            .await
+            .is_err()
+        {
+            log::warn!(
+                "execs of {} still running {:?} after its init exited; reporting its exit",
+                self.id,
+                deadline::EXEC_EXITS
+            );
+        }
+        if self.init.record_exit(exit.status as u32, exit.timestamp) {
+            let init = self.init.clone();
+            self.publish_exit(init).await;
+        }
+    }
+
+    /// Publishes `/tasks/exit` (never before the process's start event, and an OOM kill
+    /// before the exit it caused) and wakes every Wait.
+    async fn publish_exit(self: Arc<Self>, process: Arc<Process>) {
         process.start_gate_opened().await;
-        // An OOM kill is reported before the exit it caused.
         if let Some(oom) = self.oom.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             oom.check();
         }
@@ -759,20 +823,59 @@ impl Container {
 impl ExitHandler for Container {
     fn on_exit(self: Arc<Self>, exit: Exit) {
         let pid = exit.pid as u32;
-        let process = if self.init.pid() == pid {
-            Some(self.init.clone())
-        } else {
-            self.exec_processes().into_iter().find(|p| p.pid() == pid)
-        };
-        let Some(process) = process else { return };
-        if process.record_exit(exit.status as u32, exit.timestamp) {
+        if self.init.pid() == pid {
+            // The first report wins (the reaper and an early-exit check can both see it).
+            let first = self
+                .exec_starts
+                .send_if_modified(|s| !std::mem::replace(&mut s.init_died, true));
+            if first {
+                log::debug!(
+                    "init of {} (pid {pid}) exited with {}",
+                    self.id,
+                    exit.status
+                );
+                tokio::spawn(self.handle_init_exit(exit));
+            }
+            return;
+        }
+        // Only a process still running can own the pid: an exited exec not yet deleted may
+        // have had the same pid (pid reuse), and must not take a new exec's exit.
+        let exec = self
+            .exec_processes()
+            .into_iter()
+            .find(|p| p.pid() == pid && p.exit().is_none());
+        let Some(exec) = exec else { return };
+        if exec.record_exit(exit.status as u32, exit.timestamp) {
             log::debug!(
-                "process {} of {} (pid {pid}) exited with {}",
-                process.id,
+                "exec {} of {} (pid {pid}) exited with {}",
+                exec.id,
                 self.id,
                 exit.status
             );
-            tokio::spawn(self.finish_exit(process));
+            tokio::spawn(self.publish_exit(exec));
+        }
+    }
+}
+
+/// Runs a runc call that hands a terminal to the shim through `console`. A runc that fails is
+/// reported at once (it will never connect to the socket; waiting for the console's deadline
+/// would only delay its error); a console that fails while runc still runs is reported after
+/// runc's own outcome, whose error says more.
+async fn with_console(
+    ran: impl std::future::Future<Output = runc_wrapper::Result<()>>,
+    console: &ConsoleSocket,
+    op: &'static str,
+) -> Result<std::os::fd::OwnedFd> {
+    let receive = console.receive(deadline::CONSOLE);
+    tokio::pin!(ran, receive);
+    tokio::select! {
+        ran_result = &mut ran => {
+            ran_result.map_err(|e| Error::runtime(op, e))?;
+            Ok(receive.await?)
+        }
+        master = &mut receive => {
+            ran.await.map_err(|e| Error::runtime(op, e))?;
+            Ok(master?)
         }
     }
 }

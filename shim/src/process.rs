@@ -80,8 +80,10 @@ pub struct Process {
     pub exec_id: Option<String>,
     pub stdio: StdioConfig,
     state: Mutex<State>,
-    /// Opens once the process's start event is queued (or its start failed, or it is deleted
-    /// unstarted): its exit event must never overtake its start event.
+    /// Closed only while a Start is in flight (from `begin_start` until its start event is
+    /// queued or the start failed): an exit event must never overtake a start event that is
+    /// being published, but the exit of a process never started (killed while Created) is
+    /// reported at once, as the Go shim does.
     start_gate: watch::Sender<bool>,
     io: Mutex<Option<std::sync::Arc<ProcessIo>>>,
 }
@@ -100,7 +102,7 @@ impl Process {
                 notified: false,
                 waiters: Vec::new(),
             }),
-            start_gate: watch::channel(false).0,
+            start_gate: watch::channel(true).0,
             io: Mutex::new(None),
         }
     }
@@ -173,10 +175,16 @@ impl Process {
         }
     }
 
-    /// Start is allowed only from Created (Paused -> Running is Resume, not Start).
-    pub fn check_start(&self) -> Result<()> {
-        match self.status() {
-            Status::Created => Ok(()),
+    /// Start is allowed only from Created (Paused -> Running is Resume, not Start). Closes the
+    /// start gate in the same step as the check, so an exit recorded after it waits for the
+    /// start event, and one recorded before it makes the Start fail.
+    pub fn begin_start(&self) -> Result<()> {
+        let state = self.lock();
+        match state.status {
+            Status::Created => {
+                self.start_gate.send_replace(false);
+                Ok(())
+            }
             from => Err(transition_error(&self.id, from, Status::Running)),
         }
     }
@@ -233,6 +241,14 @@ impl Process {
         let (tx, rx) = oneshot::channel();
         self.add_waiter(Box::new(tx))?;
         rx.await.ok().flatten().ok_or_else(|| gone(&self.id))
+    }
+
+    /// If the exit is recorded, waits (at most `bound`) until it has been told: its event
+    /// queued, its Waits answered. Lets Delete keep `/tasks/exit` before `/tasks/delete`.
+    pub async fn exit_told(&self, bound: std::time::Duration) {
+        if self.exit().is_some() {
+            let _ = tokio::time::timeout(bound, self.wait()).await;
+        }
     }
 
     /// Waits still wanted (for diagnostics and tests).
@@ -315,7 +331,7 @@ mod tests {
         p.transition(Status::Paused).unwrap();
         assert!(p.check_transition(Status::Paused).is_err());
         assert_eq!(
-            p.check_start().unwrap_err().to_string(),
+            p.begin_start().unwrap_err().to_string(),
             "cannot start a paused process"
         );
         p.transition(Status::Running).unwrap();

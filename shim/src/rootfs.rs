@@ -192,27 +192,69 @@ pub fn unmount_all(path: &Path) -> Result<()> {
     )))
 }
 
-/// Unmounts the bundle's rootfs where it lives, then checks that it is mounted nowhere.
+/// Unmounts the bundle's rootfs in the namespaces the shim answers for (its own, and the one
+/// recorded at mount time when that differs), and verifies that neither lists it any more.
+///
+/// Copies held in *other* mount namespaces are reported, not refused: any process that makes
+/// a private mount namespace while the container runs (another container's init between its
+/// clone and its pivot_root, `unshare -m`, a daemon's sandbox) copies the rootfs mount. The
+/// shim cannot and must not change other processes' namespaces, and refusing Delete for them
+/// made the task undeletable (CRI retried StopContainer for minutes). The kernel detaches such
+/// copies when the bundle directory is removed (Linux >= 3.18).
 pub fn cleanup(bundle: &Path) -> Result<()> {
     let rootfs = bundle.join("rootfs");
     unmount_all(&rootfs)?;
+    let own = mnt_ns_inode("self");
+    let mut answered_for: Vec<u64> = own.into_iter().collect();
     if let Some(record) = read_record(bundle) {
-        if mnt_ns_inode("self") != Some(record.inode) {
+        if own != Some(record.inode) {
             if let Some(pid) = process_in_namespace(record) {
                 unmount_in_namespace(pid, &rootfs)?;
+                if namespace_lists(&pid.to_string(), &rootfs) {
+                    return Err(still_mounted(&rootfs, "the recorded mount namespace", pid));
+                }
             }
+            answered_for.push(record.inode);
         }
     }
-    let holders = holders_of(&rootfs);
-    if holders.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Internal(format!(
-            "rootfs {} is still mounted in the mount namespaces of processes {:?}",
-            rootfs.display(),
-            holders
-        )))
+    if namespace_lists("self", &rootfs) {
+        return Err(still_mounted(
+            &rootfs,
+            "the shim's mount namespace",
+            std::process::id() as i32,
+        ));
     }
+    let elsewhere: Vec<i32> = holders_of(&rootfs)
+        .into_iter()
+        .filter(|pid| mnt_ns_inode(&pid.to_string()).is_some_and(|ns| !answered_for.contains(&ns)))
+        .collect();
+    if !elsewhere.is_empty() {
+        log::warn!(
+            "rootfs {} is unmounted; copies remain in the mount namespaces of other processes \
+             {elsewhere:?} (made while it was mounted), detached when the bundle is removed",
+            rootfs.display()
+        );
+    }
+    Ok(())
+}
+
+fn still_mounted(rootfs: &Path, which: &str, pid: i32) -> Error {
+    Error::Internal(format!(
+        "rootfs {} is still mounted in {which} (pid {pid}) after unmounting it",
+        rootfs.display()
+    ))
+}
+
+/// Whether the mount namespace of `pid` ("self" for ours) lists `path` as a mount point.
+fn namespace_lists(pid: &str, path: &Path) -> bool {
+    let target = path.to_string_lossy();
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .map(|info| {
+            info.lines().any(|l| {
+                l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(target.as_ref())
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// A live process in the recorded namespace: the shim itself if alive, else any other.
@@ -302,7 +344,6 @@ const UNMOUNT_HELPER_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 
 /// Processes whose mount namespace lists `path` as a mount point.
 pub fn holders_of(path: &Path) -> Vec<i32> {
-    let target = path.to_string_lossy().to_string();
     let mut seen_ns = std::collections::HashSet::new();
     let mut holders = Vec::new();
     for pid in proc_pids() {
@@ -312,12 +353,7 @@ pub fn holders_of(path: &Path) -> Vec<i32> {
         if !seen_ns.insert(ns) {
             continue;
         }
-        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
-            continue;
-        };
-        if info.lines().any(|l| {
-            l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(target.as_str())
-        }) {
+        if namespace_lists(&pid.to_string(), path) {
             holders.push(pid);
         }
     }

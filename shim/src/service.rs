@@ -245,8 +245,11 @@ impl TaskService {
             .spec
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("exec spec is missing".into()))?;
-        let spec: oci_spec::runtime::Process = serde_json::from_slice(&spec_any.value)
+        let mut spec: oci_spec::runtime::Process = serde_json::from_slice(&spec_any.value)
             .map_err(|e| Error::InvalidArgument(format!("invalid exec process spec: {e}")))?;
+        // The request decides whether the exec has a terminal, not the spec (as in the Go
+        // shim): runc refuses a console socket for a process spec without one.
+        spec.set_terminal(Some(req.terminal));
         let stdio = StdioConfig {
             stdin: req.stdin,
             stdout: req.stdout,
@@ -314,12 +317,12 @@ impl TaskService {
     pub async fn resize_pty(self: Arc<Self>, req: ResizePtyRequest) -> Result<Empty> {
         let container = self.container(&req.id)?;
         let p = container.process(&req.exec_id)?;
-        // As the Go shim: a stopped exec refuses a resize; the init's console resizes whatever
-        // its state (ctr resizes right after the process may have exited).
-        if !p.is_init() && matches!(p.status(), Status::Stopped | Status::Deleted) {
-            return Err(Error::FailedPrecondition(
-                "cannot resize a stopped container".into(),
-            ));
+        // A resize that arrives after the process exited is harmless and answered without an
+        // error: clients resize as soon as they attach, which can be just after a short
+        // process ended (`ctr task exec -t ... true` showed "cannot resize a stopped
+        // container" now and then with the Go shim's rule). The pty may still be open.
+        if p.status() == Status::Deleted {
+            return Err(crate::process::gone(&p.id));
         }
         if let Some(io) = p.io() {
             io.resize(req.width, req.height)?;

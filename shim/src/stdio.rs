@@ -7,9 +7,14 @@
 //!
 //! FIFOs are never opened blocking (an open of a FIFO whose other end is gone would hang
 //! forever). Output FIFOs are opened read-write, which never blocks and, as the Go shim does by
-//! holding a read end, keeps the FIFO alive across a containerd restart. The stdin FIFO is
-//! opened read-write too, so the container's stdin stays open until CloseIO, not until the
-//! client closes its end (what the Go shim does).
+//! holding a read end, keeps the FIFO alive across a containerd restart.
+//!
+//! stdin to the last byte: the copy reads the stdin FIFO through a read-only end until EOF,
+//! and the shim holds a separate write end (the keep-alive) so that EOF cannot come before
+//! CloseIO, as in the Go shim. CloseIO drops only the keep-alive; the copy then delivers
+//! everything still in the FIFO or being written, and sees EOF once the client has closed its
+//! end too. Every copy task is owned by its `ProcessIo` and aborted when that is dropped (a
+//! failed create or exec, a deleted process), so none outlives its process.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -38,6 +43,8 @@ pub struct StdioConfig {
 /// The live stdio of one process: copy tasks and what CloseIO / ResizePty act on.
 pub struct ProcessIo {
     stdin_copy: Mutex<Option<JoinHandle<()>>>,
+    /// The shim's write end of the stdin FIFO: while held, the copy cannot see EOF.
+    stdin_keepalive: Mutex<Option<OwnedFd>>,
     output_copies: Mutex<Vec<JoinHandle<()>>>,
     drained: Mutex<Option<BoxFuture<'static, ()>>>,
     console: Option<OwnedFd>,
@@ -111,9 +118,16 @@ impl PreparedIo {
             }
         }
         if let Some(stdin_pipe) = pipes.take_stdin() {
-            let fifo = open_input(&cfg.stdin)?;
+            let (fifo, keepalive) = open_input(&cfg.stdin)?;
             let copy = tokio::spawn(copy_until_eof(fifo, stdin_pipe, "stdin"));
-            *empty.stdin_copy.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+            *empty
+                .stdin_copy
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()) = Some(copy);
+            *empty
+                .stdin_keepalive
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()) = Some(keepalive);
         }
         *empty.drained.lock().unwrap_or_else(|p| p.into_inner()) = Some(pipes.drained().boxed());
         let runc_stdio = pipes.take_runc_stdio();
@@ -163,10 +177,13 @@ impl PreparedIo {
             );
         }
         if !self.stdin_path.is_empty() {
-            let fifo = open_input(&self.stdin_path)?;
+            let (fifo, keepalive) = open_input(&self.stdin_path)?;
             let writer = pty_half(&master)?;
             let copy = tokio::spawn(copy_until_eof(fifo, writer, "stdin (tty)"));
             *io.stdin_copy.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+            *io.stdin_keepalive
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()) = Some(keepalive);
         }
         io.console = Some(master);
         Ok(io)
@@ -187,6 +204,7 @@ impl ProcessIo {
     pub fn none() -> ProcessIo {
         ProcessIo {
             stdin_copy: Mutex::new(None),
+            stdin_keepalive: Mutex::new(None),
             output_copies: Mutex::new(Vec::new()),
             drained: Mutex::new(None),
             console: None,
@@ -195,8 +213,18 @@ impl ProcessIo {
         }
     }
 
-    /// CloseIO: the container sees EOF on stdin.
+    /// CloseIO: the container sees EOF on stdin once everything the client wrote into the
+    /// FIFO is delivered and the client has closed its end.
     pub fn close_stdin(&self) {
+        self.stdin_keepalive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+    }
+
+    /// The process is gone: stop copying stdin (nothing can read it any more).
+    fn stop_stdin(&self) {
+        self.close_stdin();
         if let Some(copy) = self
             .stdin_copy
             .lock()
@@ -238,7 +266,7 @@ impl ProcessIo {
                 log::warn!("stdio not drained within {bound:?}; closing it");
             }
         }
-        self.close_stdin();
+        self.stop_stdin();
         for copy in self
             .output_copies
             .lock()
@@ -249,6 +277,24 @@ impl ProcessIo {
         }
         if let Some(logger) = &self.logger {
             logger.stop().await;
+        }
+    }
+}
+
+impl Drop for ProcessIo {
+    /// Copies never outlive their owner: a failed create or exec drops its `ProcessIo`
+    /// without `drain_and_close`, and its tasks must not keep the FIFOs and pipes open.
+    fn drop(&mut self) {
+        let stdin = self.stdin_copy.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(copy) = stdin.take() {
+            copy.abort();
+        }
+        let outputs = self
+            .output_copies
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        for copy in outputs.drain(..) {
+            copy.abort();
         }
     }
 }
@@ -283,11 +329,19 @@ fn open_output(uri: &str) -> Result<Box<dyn AsyncWrite + Send + Unpin>> {
     Ok(Box::new(sender))
 }
 
-fn open_input(path: &str) -> Result<pipe::Receiver> {
-    pipe::OpenOptions::new()
-        .read_write(true)
+/// The stdin FIFO: a read-only end for the copy and a write-only keep-alive end, both opened
+/// non-blocking (the read end first, so the write end's open cannot fail with ENXIO).
+fn open_input(path: &str) -> Result<(pipe::Receiver, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = pipe::OpenOptions::new()
         .open_receiver(path)
-        .map_err(|e| Error::io(format!("open stdin FIFO {path}"), e))
+        .map_err(|e| Error::io(format!("open stdin FIFO {path}"), e))?;
+    let keepalive = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::io(format!("open stdin FIFO {path} for writing"), e))?;
+    Ok((fifo, keepalive.into()))
 }
 
 /// One direction of the pty master as a tokio pipe-like object (the master is a character

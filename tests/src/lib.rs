@@ -71,7 +71,7 @@ impl Bundle {
             .expect("busybox-static is installed");
         for applet in [
             "sh", "cat", "echo", "sleep", "true", "false", "head", "dd", "yes", "ls", "tty", "id",
-            "kill",
+            "kill", "wc",
         ] {
             symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
