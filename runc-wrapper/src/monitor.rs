@@ -1,3 +1,8 @@
+//! The process-wide reaper: the shim is a child subreaper, so every process it or runc starts
+//! ends up its child. One task reaps them all on SIGCHLD and broadcasts each exit to the
+//! subscribers; a caller that starts a process subscribes *before* spawning it, so even an
+//! exit that happens before spawn returns is seen.
+
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +35,7 @@ impl Drop for ExitSubscription {
         self.reaper
             .subs
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .retain(|(i, _)| *i != self.id);
     }
 }
@@ -62,14 +67,24 @@ impl Reaper {
             })
             .clone()
     }
+    /// Reaps every exited child and tells each subscriber. Raw `waitpid`, not nix's: nix
+    /// cannot represent a death by a real-time signal (it answers EINVAL after the kernel has
+    /// already reaped the child), and that exit would be lost.
     fn reap(&self) {
-        use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
         loop {
-            let (pid, status, signal) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) => (p.as_raw(), c, None),
-                Ok(WaitStatus::Signaled(p, s, _)) => (p.as_raw(), 128 + s as i32, Some(s as i32)),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
+            let mut raw = 0;
+            // SAFETY: waitpid writes the status into a valid i32.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            if pid <= 0 {
+                return; // 0: children left, none exited; -1: ECHILD (none) or EINTR (retried by the next SIGCHLD)
+            }
+            let (status, signal) = if libc::WIFEXITED(raw) {
+                (libc::WEXITSTATUS(raw), None)
+            } else if libc::WIFSIGNALED(raw) {
+                let sig = libc::WTERMSIG(raw);
+                (128 + sig, Some(sig))
+            } else {
+                continue; // stopped or continued: not an exit
             };
             let e = Exit {
                 pid,
@@ -77,7 +92,7 @@ impl Reaper {
                 signal,
                 timestamp: std::time::SystemTime::now(),
             };
-            for (_, tx) in self.subs.lock().unwrap().iter() {
+            for (_, tx) in self.subs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                 let _ = tx.send(e);
             }
         }
@@ -87,11 +102,14 @@ impl ExitMonitor for Reaper {
     fn subscribe(&self) -> ExitSubscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = {
-            let mut n = self.next.lock().unwrap();
+            let mut n = self.next.lock().unwrap_or_else(|p| p.into_inner());
             *n += 1;
             *n
         };
-        self.subs.lock().unwrap().push((id, tx));
+        self.subs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, tx));
         ExitSubscription {
             rx,
             id,

@@ -601,9 +601,15 @@ impl Container {
                 process.id
             )));
         }
-        let sig = nix::sys::signal::Signal::try_from(signal as i32)
-            .map_err(|_| Error::InvalidArgument(format!("invalid signal {signal}")))?;
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig) {
+        // Any signal the kernel knows, real-time ones included (as the Go shim's unix.Kill):
+        // the service has checked it is 1..=64. nix's Signal has no real-time signals.
+        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid as i32, signal as i32) };
+        match if rc == 0 {
+            Ok(())
+        } else {
+            Err(nix::errno::Errno::last())
+        } {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::ESRCH) => {
                 Err(Error::NotFound("process already finished".into()))

@@ -211,11 +211,17 @@ impl RuncOptions {
 const MAX_OPTIONS_FILE: u64 = 1 << 20;
 
 /// The options file CRI names: a regular file, read up to `MAX_OPTIONS_FILE` (a path such as
-/// /dev/zero must not stall Create or exhaust memory).
+/// /dev/zero must not stall Create or exhaust memory). Opened non-blocking: the open of a
+/// FIFO without a writer would otherwise block a runtime worker forever, before the type check.
 fn read_options_file(path: &str) -> Result<String> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let invalid = |e: String| Error::InvalidArgument(format!("runtime options file {path}: {e}"));
-    let file = std::fs::File::open(path).map_err(|e| invalid(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| invalid(e.to_string()))?;
     let meta = file.metadata().map_err(|e| invalid(e.to_string()))?;
     if !meta.is_file() {
         return Err(invalid("not a regular file".into()));
@@ -374,6 +380,28 @@ mod tests {
         };
         let err = RuncOptions::from_any(Some(&zero)).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_as_options_file_is_refused_without_blocking() {
+        // A FIFO nobody writes to: a blocking open would never return. Run in a thread so
+        // that a regression fails the test instead of hanging it.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("options.toml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let path = fifo.to_string_lossy().into_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                read_options_file(&path)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            );
+        });
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO as the options file blocked");
+        assert!(result.unwrap_err().contains("not a regular file"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The shim's ttrpc server: the listening socket (inherited as fd 3, or `-socket`), clients of
-//! another uid refused (SO_PEERCRED) before a byte is read from them, one task per connection
+//! another uid or gid refused (SO_PEERCRED) before a byte is read from them, one task per connection
 //! (`connection`).
 //!
 //! Why not the `ttrpc` crate's server (its wire types are still used): containerd sends every
@@ -74,19 +74,22 @@ async fn accept_loop(
     svc: Arc<TaskService>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The same user and group as the shim, as ttrpc's UnixSocketRequireSameUser checks.
     let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => match stream.peer_cred() {
-                    Ok(cred) if cred.uid() == uid => {
+                    Ok(cred) if cred.uid() == uid && cred.gid() == gid => {
                         connections.spawn(connection::serve(stream, svc.clone(), stop.clone()));
                     }
                     Ok(cred) => log::warn!(
-                        "refused ttrpc client pid {:?} uid {}: only uid {uid} may connect",
+                        "refused ttrpc client pid {:?} uid {} gid {}: only uid {uid} gid {gid} may connect",
                         cred.pid(),
-                        cred.uid()
+                        cred.uid(),
+                        cred.gid()
                     ),
                     Err(e) => log::warn!("refused ttrpc client: no peer credentials: {e}"),
                 },

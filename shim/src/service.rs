@@ -39,6 +39,9 @@ struct Containers {
     ready: HashMap<String, Arc<Container>>,
     /// Ids whose Create is in progress (reserved against a concurrent duplicate).
     creating: std::collections::HashSet<String>,
+    /// Set by a Shutdown that found no container: the shim is going away (it still flushes
+    /// its events for a few seconds), so it takes no new work.
+    shutting_down: bool,
 }
 
 /// Runs `fut` in its own task so that a dropped handler cannot abandon it half-way.
@@ -128,6 +131,12 @@ impl TaskService {
         };
         {
             let mut c = self.lock();
+            if c.shutting_down {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot create {}: the shim is shutting down",
+                    req.id
+                )));
+            }
             if c.ready.contains_key(&req.id) || !c.creating.insert(req.id.clone()) {
                 return Err(Error::AlreadyExists(format!(
                     "container {} already exists",
@@ -356,7 +365,10 @@ impl TaskService {
 
     pub async fn shutdown(self: Arc<Self>, _req: ShutdownRequest) -> Result<Empty> {
         // A pod shim serves several containers: it exits only when the last one is deleted.
-        if self.container_count() == 0 {
+        // Decided under the lock Create takes, so no Create can slip in after it.
+        let mut c = self.lock();
+        if c.ready.is_empty() && c.creating.is_empty() {
+            c.shutting_down = true;
             self.shutdown.notify_one();
         }
         Ok(Empty::new())

@@ -1,0 +1,179 @@
+//! Edges where the shim must refuse, accept or finish exactly as containerd's Go shim does:
+//! who may connect, which signals reach an exec, and no new work after Shutdown.
+
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use containerd_shim_protos::api::*;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use rshim_tests::*;
+use ttrpc_client::task::TaskClient;
+use ttrpc_client::{CallOptions, Client, Code};
+
+fn exec_spec(args: &[&str]) -> Any {
+    let spec = serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(&spec).unwrap(),
+        ..Default::default()
+    }
+}
+
+async fn running(prefix: &str, events: &str) -> (Bundle, Shim, String) {
+    let id = unique(prefix);
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let shim = Shim::start(&id, bundle.path(), events).await;
+    let create = CreateTaskRequest {
+        id: id.clone(),
+        bundle: bundle.path().to_string_lossy().into(),
+        ..Default::default()
+    };
+    shim.task.create(create, &opts()).await.expect("Create");
+    let start = StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.expect("Start");
+    (bundle, shim, id)
+}
+
+async fn kill_and_delete(shim: &Shim, id: &str) {
+    let kill = KillRequest {
+        id: id.into(),
+        signal: 9,
+        ..Default::default()
+    };
+    shim.task.kill(kill, &opts()).await.expect("Kill");
+    let wait = WaitRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    shim.task.wait(wait, &opts()).await.expect("Wait");
+    let delete = DeleteRequest {
+        id: id.into(),
+        ..Default::default()
+    };
+    shim.task.delete(delete, &opts()).await.expect("Delete");
+}
+
+// ttrpc's UnixSocketRequireSameUser, which the Go shim uses, compares the uid and the gid.
+// Before the fix a client of the shim's uid but another gid was served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_of_another_group_is_refused() {
+    let events = EventServer::start().await;
+    let (_bundle, shim, id) = running("peer-gid", &events.address).await;
+    let path = shim.socket_path();
+    // Credentials are per thread in the kernel: a raw setresgid changes only this thread's,
+    // and SO_PEERCRED records the connecting thread's.
+    let stream = std::thread::spawn(move || {
+        // SAFETY: a raw syscall changing this thread's gids; no memory is involved.
+        let rc = unsafe { libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0, "setresgid");
+        UnixStream::connect(path).expect("connect")
+    })
+    .join()
+    .unwrap();
+    stream.set_nonblocking(true).unwrap();
+    let stream = tokio::net::UnixStream::from_std(stream).unwrap();
+    let other = TaskClient::new(Client::from_stream(stream), TaskClient::V2);
+    let connect = ConnectRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    let refused = other
+        .connect(connect, &CallOptions::with_timeout(Duration::from_secs(10)))
+        .await
+        .expect_err("a client of gid 65534 must not be served");
+    assert_ne!(refused.code(), Code::DEADLINE_EXCEEDED, "{refused}");
+    // The shim still serves its own user.
+    let connect = ConnectRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.connect(connect, &opts()).await.expect("Connect");
+    kill_and_delete(&shim, &id).await;
+    shim.shutdown().await;
+}
+
+// The Go shim signals an exec with unix.Kill, any signal number; SIGRTMIN (34) terminates a
+// process that does not handle it, and that exit is reported. Before the fix: InvalidArgument
+// "invalid signal 34"; and a process killed by a real-time signal had its exit lost (the
+// reaper used nix's waitpid, which cannot represent that status).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_takes_real_time_signals() {
+    let events = EventServer::start().await;
+    let (_bundle, shim, id) = running("exec-rt", &events.address).await;
+    let exec = ExecProcessRequest {
+        id: id.clone(),
+        exec_id: "rt".into(),
+        spec: Some(exec_spec(&["sleep", "1000"])).into(),
+        ..Default::default()
+    };
+    shim.task.exec(exec, &opts()).await.expect("Exec");
+    let start = StartRequest {
+        id: id.clone(),
+        exec_id: "rt".into(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.expect("Start");
+    let kill = KillRequest {
+        id: id.clone(),
+        exec_id: "rt".into(),
+        signal: 34,
+        ..Default::default()
+    };
+    shim.task
+        .kill(kill, &opts())
+        .await
+        .expect("Kill with SIGRTMIN");
+    let wait = WaitRequest {
+        id: id.clone(),
+        exec_id: "rt".into(),
+        ..Default::default()
+    };
+    let status = shim
+        .task
+        .wait(wait, &opts())
+        .await
+        .expect("Wait")
+        .exit_status;
+    assert_eq!(status, 128 + 34);
+    kill_and_delete(&shim, &id).await;
+    shim.shutdown().await;
+}
+
+// After a Shutdown that found no container the shim is going away (it flushes its events for
+// a few seconds first): a Create then is refused, never half-served. Events here go to an
+// address where nobody listens, so the flush takes its whole bound. Before the fix the Create
+// succeeded, and its container was left behind when the shim exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_create_is_served_after_shutdown() {
+    let nowhere = format!("/tmp/rshim-no-events-{}.sock", std::process::id());
+    let (_bundle, shim, id) = running("after-shutdown", &nowhere).await;
+    kill_and_delete(&shim, &id).await;
+    shim.task
+        .shutdown(ShutdownRequest::default(), &opts())
+        .await
+        .expect("Shutdown");
+    let late = Bundle::new(&["sleep", "1000"]);
+    let late_id = unique("too-late");
+    let create = CreateTaskRequest {
+        id: late_id.clone(),
+        bundle: late.path().to_string_lossy().into(),
+        ..Default::default()
+    };
+    let refused = shim.task.create(create, &opts()).await;
+    let created = refused.is_ok();
+    if created {
+        let _ = std::process::Command::new("runc")
+            .args(["--root", &format!("/run/containerd/runc/{NAMESPACE}")])
+            .args(["delete", "--force", &late_id])
+            .status();
+    }
+    let err = refused.expect_err("Create after Shutdown");
+    assert!(
+        matches!(err.code(), Code::FAILED_PRECONDITION | Code::UNAVAILABLE),
+        "{err}"
+    );
+    shim.wait_gone(Duration::from_secs(20)).await;
+}
