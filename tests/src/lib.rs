@@ -173,8 +173,9 @@ impl Default for Fifos {
 type Recorded = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// Records the events the shim forwards, standing in for containerd's events service.
+/// Recorded events, and the topic the server refuses (answers with an error), if any.
 #[derive(Clone, Default)]
-pub struct EventLog(Recorded);
+pub struct EventLog(Recorded, Option<&'static str>);
 
 impl EventLog {
     pub fn topics(&self) -> Vec<String> {
@@ -221,6 +222,12 @@ impl Events for EventLog {
         req: ForwardRequest,
     ) -> ttrpc::Result<Empty> {
         let env = req.envelope.into_option().unwrap_or_default();
+        if Some(env.topic.as_str()) == self.1 {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("{} refused by the test", env.topic),
+            )));
+        }
         self.0
             .lock()
             .unwrap()
@@ -239,12 +246,17 @@ pub struct EventServer {
 
 impl EventServer {
     pub async fn start() -> EventServer {
+        EventServer::refusing(None).await
+    }
+
+    /// An events server that answers every event of `topic` with InvalidArgument.
+    pub async fn refusing(topic: Option<&'static str>) -> EventServer {
         let dir = tempfile::Builder::new()
             .prefix("rshim-ev")
             .tempdir()
             .unwrap();
         let path = dir.path().join("events.sock");
-        let log = EventLog::default();
+        let log = EventLog(Recorded::default(), topic);
         let service: Arc<dyn Events + Send + Sync> = Arc::new(log.clone());
         let mut server = ttrpc::r#async::Server::new()
             .bind(&format!("unix://{}", path.display()))

@@ -177,3 +177,27 @@ async fn no_create_is_served_after_shutdown() {
     );
     shim.wait_gone(Duration::from_secs(20)).await;
 }
+
+// An event containerd refuses does not hold back the events after it: it is retried a few
+// times and dropped (logged), and the exit still arrives. Before the fix the refused event was
+// retried forever and no event after it was ever forwarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_containerd_refuses_does_not_block_the_exit() {
+    let events = EventServer::refusing(Some("/tasks/exec-added")).await;
+    let (_bundle, shim, id) = running("refused-event", &events.address).await;
+    let exec = ExecProcessRequest {
+        id: id.clone(),
+        exec_id: "x".into(),
+        spec: Some(exec_spec(&["true"])).into(),
+        ..Default::default()
+    };
+    shim.task.exec(exec, &opts()).await.expect("Exec");
+    kill_and_delete(&shim, &id).await;
+    events
+        .log
+        .wait_for("/tasks/exit and /tasks/delete after a refused event", |t| {
+            t.iter().any(|t| t == "/tasks/exit") && t.iter().any(|t| t == "/tasks/delete")
+        })
+        .await;
+    shim.shutdown().await;
+}
