@@ -175,6 +175,8 @@ async fn drain(
     mut mode: watch::Receiver<Mode>,
 ) {
     let mut held: Vec<u8> = Vec::new();
+    // Bytes thrown away in Discard mode (a process that never started): logged at the end.
+    let mut discarded: u64 = 0;
     let mut dest: Option<Dest> = None;
     let mut overflowed = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -185,6 +187,7 @@ async fn drain(
         let current = *mode.borrow_and_update();
         let can_write = dest.is_some() && (current == Mode::Pass || overflowed);
         if current == Mode::Discard {
+            discarded += held.len() as u64;
             held.clear();
         }
         if can_write && !held.is_empty() {
@@ -231,6 +234,7 @@ async fn drain(
                 Ok(n) => {
                     let mode_now = *mode.borrow();
                     if mode_now == Mode::Discard {
+                        discarded += n as u64;
                         continue;
                     }
                     if dest.is_some() && (mode_now == Mode::Pass || overflowed) && held.is_empty() {
@@ -250,6 +254,9 @@ async fn drain(
                 }
             },
         }
+    }
+    if discarded > 0 {
+        log::info!("discarded {discarded} bytes written while a process failed to start");
     }
     if let Some(mut d) = dest {
         let _ = d.flush().await;

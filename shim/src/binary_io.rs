@@ -23,6 +23,20 @@ use crate::error::{Error, Result};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a logging binary gets to exit after SIGTERM (the Go shim's figure).
 pub const TERM_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long Delete lets a logging binary take in the process's last output, and then exit on
+/// its own, before it is sent SIGTERM: a slow logger must not lose what is still in its pipe.
+/// `RSHIM_LOGGER_DRAIN_SECONDS` in the shim's environment (containerd's) overrides it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DRAIN_TIMEOUT_ENV: &str = "RSHIM_LOGGER_DRAIN_SECONDS";
+
+/// `DRAIN_TIMEOUT`, or the whole seconds of `RSHIM_LOGGER_DRAIN_SECONDS`.
+pub fn drain_timeout() -> Duration {
+    std::env::var(DRAIN_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DRAIN_TIMEOUT)
+}
 
 /// A started logging binary and the pipes the process's output goes into.
 pub struct BinaryIo {
@@ -164,9 +178,21 @@ impl Logger {
         self.signal(libc::SIGKILL);
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within `TERM_TIMEOUT` (its pipes are closed
-    /// first by the caller, so a well-behaved logger has already flushed and left).
-    pub async fn stop(&self) {
+    /// Lets the logger finish on its own until `deadline` (the caller has closed its pipes, so
+    /// it sees EOF once it has read everything), then SIGTERM, then SIGKILL if it has not
+    /// exited within `TERM_TIMEOUT`.
+    pub async fn stop(&self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, self.pidfd.readable())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        log::warn!(
+            "logging binary {} still running {:?} after its output ended; sending SIGTERM",
+            self.pid,
+            drain_timeout()
+        );
         self.signal(libc::SIGTERM);
         if tokio::time::timeout(TERM_TIMEOUT, self.pidfd.readable())
             .await

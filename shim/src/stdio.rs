@@ -254,15 +254,22 @@ impl ProcessIo {
     }
 
     /// Waits until the process's output has reached its destinations, at most `bound` (a
-    /// grandchild can keep the pipe open forever), then stops every copy.
+    /// grandchild can keep the pipe open forever), then stops every copy. A `binary://`
+    /// logger gets `binary_io::drain_timeout()` instead, to read its last output and exit on
+    /// its own, before it is stopped.
     pub async fn drain_and_close(&self, bound: Duration) {
+        let bound = match &self.logger {
+            Some(_) => bound.max(crate::binary_io::drain_timeout()),
+            None => bound,
+        };
+        let deadline = tokio::time::Instant::now() + bound;
         let drained = self
             .drained
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(drained) = drained {
-            if tokio::time::timeout(bound, drained).await.is_err() {
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
                 log::warn!("stdio not drained within {bound:?}; closing it");
             }
         }
@@ -276,7 +283,7 @@ impl ProcessIo {
             copy.abort();
         }
         if let Some(logger) = &self.logger {
-            logger.stop().await;
+            logger.stop(deadline).await;
         }
     }
 }

@@ -163,3 +163,75 @@ async fn sigusr1_dumps_processes_pending_waits_and_runc_calls_in_flight() {
     shim.task.delete(delete, &opts()).await.expect("Delete");
     shim.shutdown().await;
 }
+
+// Output of an exec that failed to start is not shown (runc's error is, as with the Go
+// shim), but it is not dropped silently either: the log says how many bytes went.
+#[tokio::test(flavor = "multi_thread")]
+async fn output_of_a_failed_exec_is_counted_in_the_log() {
+    let events = EventServer::start().await;
+    let id = unique("discard");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let mut log = LogFifo::create(&bundle);
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    let create = CreateTaskRequest {
+        id: id.clone(),
+        bundle: bundle.path().to_string_lossy().into(),
+        ..Default::default()
+    };
+    shim.task.create(create, &opts()).await.expect("Create");
+    let start = StartRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.start(start, &opts()).await.expect("Start");
+    let fifos = Fifos::new();
+    let _err = Fifos::collect(&fifos.stderr);
+    let spec = serde_json::json!({"args": ["/no/such/binary"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    let exec = ExecProcessRequest {
+        id: id.clone(),
+        exec_id: "missing".into(),
+        stderr: fifos.stderr.clone(),
+        spec: MessageField::some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    shim.task.exec(exec, &opts()).await.expect("Exec");
+    let start = StartRequest {
+        id: id.clone(),
+        exec_id: "missing".into(),
+        ..Default::default()
+    };
+    shim.task
+        .start(start, &opts())
+        .await
+        .expect_err("exec of a missing binary");
+    // runc wrote its error line to the exec's stderr before failing.
+    let text = log
+        .read_until(Duration::from_secs(10), |t| t.contains("discarded "))
+        .await;
+    let line = text.lines().find(|l| l.contains("discarded ")).unwrap();
+    assert!(
+        line.contains("bytes written while a process failed to start"),
+        "{line}"
+    );
+    let kill = KillRequest {
+        id: id.clone(),
+        signal: 9,
+        ..Default::default()
+    };
+    shim.task.kill(kill, &opts()).await.expect("Kill");
+    let wait = WaitRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.wait(wait, &opts()).await.expect("Wait");
+    let delete = DeleteRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    shim.task.delete(delete, &opts()).await.expect("Delete");
+    shim.shutdown().await;
+}

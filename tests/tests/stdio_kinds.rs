@@ -232,3 +232,38 @@ async fn io_uid_and_gid_own_the_process_pipes() {
     assert_eq!(String::from_utf8(out.join()).unwrap(), "0:5678\n");
     shim.shutdown().await;
 }
+
+// A slow logging binary still gets the process's last output: Delete lets it read to EOF and
+// exit on its own (bounded by RSHIM_LOGGER_DRAIN_SECONDS, 60 s by default) before SIGTERM.
+// The process writes 128 KiB and exits at once (the pipes hold it); this logger reads 16 KiB/s,
+// so it needs about 8 s, and it dies at once on SIGTERM. Before the fix Delete sent SIGTERM
+// after 5 s and the rest of the output was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_logger_gets_the_output_to_the_last_byte() {
+    let events = EventServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("slow-logger.py");
+    let out = dir.path().join("stdout");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/usr/bin/python3\nimport os, time\nos.close(5)\n\
+             with open({out:?}, 'wb') as f:\n  while True:\n    b = os.read(3, 4096)\n    \
+             if not b: break\n    f.write(b); f.flush(); time.sleep(0.25)\n",
+            out = out.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = unique("slowlog");
+    let bundle = Bundle::new(&["head", "-c", "131072", "/dev/zero"]);
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    let uri = format!("binary://{}", script.display());
+    shim.task
+        .create(request(&id, &bundle, &uri, &uri), &opts())
+        .await
+        .expect("Create");
+    assert_eq!(run_to_exit(&shim, &id).await, 0);
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 128 << 10);
+    shim.shutdown().await;
+}
