@@ -48,3 +48,23 @@ pub fn workspace_root() -> std::path::PathBuf {
         .expect("workspace")
         .to_path_buf()
 }
+
+/// Polls `probe` every 10 ms until it answers `Ok`, for at most `bound`, instead of sleeping a
+/// fixed time for something to happen. `Err` carries what was seen meanwhile; past `bound` this
+/// panics saying what did not happen and what was last seen.
+pub fn poll_until<T>(
+    what: &str,
+    bound: std::time::Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if std::time::Instant::now() >= deadline => {
+                panic!("{what} did not happen within {bound:?}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}

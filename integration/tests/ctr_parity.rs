@@ -8,7 +8,10 @@ use rshim_integration::containerd::{mounts_under, shims_of, Options, PrivateCont
 use rshim_integration::ctr::Output;
 use rshim_integration::events::EventCapture;
 use rshim_integration::image::IMAGE;
-use rshim_integration::Runtime;
+use rshim_integration::{poll_until, Runtime};
+
+/// How long a poll waits for what a fixed sleep used to (generous: the machine may be loaded).
+const SETTLE: Duration = Duration::from_secs(20);
 
 /// What a user sees of one scenario, normalised (ids, timestamps, pids removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +19,7 @@ struct Observation(Vec<String>);
 
 struct Ctx<'a> {
     c: &'a PrivateContainerd,
+    events: &'a EventCapture,
     rt: Runtime,
     id: String,
     lines: Vec<String>,
@@ -67,7 +71,7 @@ impl Ctx<'_> {
     }
 
     /// The task's status column in `ctr task ls`.
-    fn status(&mut self) -> String {
+    fn status(&self) -> String {
         let out = self.c.ctr(&["task", "ls"]);
         out.stdout
             .lines()
@@ -75,6 +79,37 @@ impl Ctx<'_> {
             .and_then(|l| l.split_whitespace().nth(2))
             .unwrap_or("<none>")
             .to_string()
+    }
+
+    /// Whether `ctr events` has shown the exit of the task's init (an exec's exit carries the
+    /// exec id).
+    fn init_exit_seen(&self) -> bool {
+        self.events.all().iter().any(|e| {
+            e.topic == "/tasks/exit"
+                && e.container() == Some(self.id.as_str())
+                && e.payload["id"].as_str() == Some(self.id.as_str())
+        })
+    }
+
+    /// Polls until the task's status in `ctr task ls` is `want` (`<none>`: no longer listed)
+    /// and `ctr events` has shown its init's exit and every topic of `topics`.
+    fn await_exit(&self, want: &str, topics: &[&str], after: &str) {
+        poll_until(
+            &format!(
+                "{}: status {want}, the init's /tasks/exit and {topics:?} after {after}",
+                self.id
+            ),
+            SETTLE,
+            || {
+                let (status, exited) = (self.status(), self.init_exit_seen());
+                let seen = self.events.topics_for(&self.id);
+                if status == want && exited && topics.iter().all(|t| seen.iter().any(|s| s == t)) {
+                    Ok(())
+                } else {
+                    Err(format!("status {status}, events {}", seen.join(" ")))
+                }
+            },
+        )
     }
 
     fn cleanup(&self) {
@@ -265,7 +300,7 @@ fn detached_lifecycle(x: &mut Ctx) {
     let s = x.status();
     x.note("status after resume", s);
     x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
-    std::thread::sleep(Duration::from_millis(500));
+    x.await_exit("STOPPED", &[], "SIGKILL");
     let s = x.status();
     x.note("status after kill", s);
     x.ctr("kill stopped", &["task", "kill", "-s", "SIGKILL", "{id}"]);
@@ -306,7 +341,7 @@ fn bad_requests(x: &mut Ctx) {
         "kill -s SIGKILL",
         &["task", "kill", "-s", "SIGKILL", "{id}"],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    x.await_exit("STOPPED", &[], "SIGKILL");
     x.ctr("task delete", &["task", "delete", "{id}"]);
     x.ctr("container rm", &["containers", "rm", "{id}"]);
 }
@@ -331,7 +366,9 @@ fn shim_killed(x: &mut Ctx) {
     if let Some(pid) = shim {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // containerd notices the death, runs the `delete` action, reports the exit and drops the
+    // task.
+    x.await_exit("<none>", &["/tasks/delete"], "the shim's death");
     let s = x.status();
     x.note("status after shim death", s);
     x.ctr("task delete", &["task", "delete", "{id}"]);
@@ -385,7 +422,7 @@ fn metrics(x: &mut Ctx) {
     }
     x.ctr("metrics unknown", &["task", "metrics", "{id}-nope"]);
     x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
-    std::thread::sleep(Duration::from_millis(500));
+    x.await_exit("STOPPED", &[], "SIGKILL");
     x.ctr("task delete", &["task", "delete", "{id}"]);
     x.ctr("container rm", &["containers", "rm", "{id}"]);
 }
@@ -434,7 +471,7 @@ fn checkpoint(x: &mut Ctx) {
     let log = x.c.bundle(&x.id).join("criu-dump.log");
     x.note("criu-dump.log in the bundle", log.exists());
     x.ctr("kill SIGKILL", &["task", "kill", "-s", "SIGKILL", "{id}"]);
-    std::thread::sleep(Duration::from_millis(500));
+    x.await_exit("STOPPED", &[], "SIGKILL");
     x.ctr("task delete", &["task", "delete", "{id}"]);
     x.ctr("container rm", &["containers", "rm", "{id}"]);
 }
@@ -473,7 +510,37 @@ fn log_uris(x: &mut Ctx) {
             ],
         );
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The logging binary is done when it has exited; the file:// log when it holds both lines.
+    poll_until(
+        &format!(
+            "{}: the logging binary's exit and both streams in the file:// log",
+            x.id
+        ),
+        SETTLE,
+        || {
+            let logger = script.to_string_lossy();
+            let running = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                    String::from_utf8_lossy(&cmd).contains(logger.as_ref())
+                });
+            let log = std::fs::read_to_string(dir.path().join("file/log")).unwrap_or_default();
+            let missing: Vec<&str> = ["args", "stdout", "stderr", "file/log"]
+                .into_iter()
+                .filter(|f| !dir.path().join(f).exists())
+                .collect();
+            if !running && missing.is_empty() && log.lines().count() >= 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "logger running: {running}, files missing: {missing:?}, file:// log {log:?}"
+                ))
+            }
+        },
+    );
     for f in ["args", "stdout", "stderr", "file/log"] {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| e.to_string());
         let mut lines: Vec<&str> = text.lines().collect();
@@ -527,14 +594,30 @@ fn ctr_sees_the_same_from_both_shims() {
         for &rt in &runtimes {
             let mut x = Ctx {
                 c: &c,
+                events: &events,
                 rt,
                 id: format!("{name}-{}", rt.name()),
                 lines: Vec::new(),
             };
             scenario(&mut x);
             x.cleanup();
-            std::thread::sleep(Duration::from_millis(300));
-            let topics = events.topics_for(&x.id);
+            // Every scenario ends with its containers removed: wait for those events, one
+            // /containers/delete per /containers/create and last.
+            let topics = poll_until(
+                &format!("{}: the /containers/delete events", x.id),
+                SETTLE,
+                || {
+                    let topics = events.topics_for(&x.id);
+                    let count = |topic: &str| topics.iter().filter(|t| *t == topic).count();
+                    let removed = count("/containers/delete") == count("/containers/create")
+                        && topics.last().is_some_and(|t| t == "/containers/delete");
+                    if removed {
+                        Ok(topics)
+                    } else {
+                        Err(topics.join(" "))
+                    }
+                },
+            );
             x.note("events", topics.join(" "));
             seen.push((rt, Observation(x.lines)));
         }

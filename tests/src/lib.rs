@@ -9,7 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use containerd_shim_protos::api::ShutdownRequest;
+use containerd_shim_protos::api::{
+    DeleteRequest, DeleteResponse, KillRequest, PauseRequest, PidsRequest, PidsResponse,
+    ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    WaitRequest, WaitResponse,
+};
 use containerd_shim_protos::protobuf::well_known_types::empty::Empty;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::{create_events, Events};
@@ -392,6 +396,90 @@ impl Shim {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// Task calls in the shape the tests repeat: by container id (and exec id, `""` for the init),
+/// with `opts()`. The answer is returned as is, for `.unwrap()` or `.unwrap_err()`; `shim.task`
+/// takes any other request or option.
+impl Shim {
+    pub async fn state(&self, id: &str) -> ttrpc_client::Result<StateResponse> {
+        let req = StateRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.task.state(req, &opts()).await
+    }
+
+    /// Starts the init (`exec_id` empty) or an exec.
+    pub async fn start_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> ttrpc_client::Result<StartResponse> {
+        let req = StartRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.task.start(req, &opts()).await
+    }
+
+    pub async fn wait(&self, id: &str, exec_id: &str) -> ttrpc_client::Result<WaitResponse> {
+        let req = WaitRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.task.wait(req, &opts()).await
+    }
+
+    /// The exit status of the init or an exec, once it has exited.
+    pub async fn wait_exit(&self, id: &str, exec_id: &str) -> u32 {
+        self.wait(id, exec_id).await.expect("Wait").exit_status
+    }
+
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32) -> ttrpc_client::Result<Empty> {
+        let req = KillRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            signal,
+            ..Default::default()
+        };
+        self.task.kill(req, &opts()).await
+    }
+
+    pub async fn delete(&self, id: &str, exec_id: &str) -> ttrpc_client::Result<DeleteResponse> {
+        let req = DeleteRequest {
+            id: id.into(),
+            exec_id: exec_id.into(),
+            ..Default::default()
+        };
+        self.task.delete(req, &opts()).await
+    }
+
+    pub async fn pause(&self, id: &str) -> ttrpc_client::Result<Empty> {
+        let req = PauseRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.task.pause(req, &opts()).await
+    }
+
+    pub async fn resume(&self, id: &str) -> ttrpc_client::Result<Empty> {
+        let req = ResumeRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.task.resume(req, &opts()).await
+    }
+
+    pub async fn pids(&self, id: &str) -> ttrpc_client::Result<PidsResponse> {
+        let req = PidsRequest {
+            id: id.into(),
+            ..Default::default()
+        };
+        self.task.pids(req, &opts()).await
     }
 }
 

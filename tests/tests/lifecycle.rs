@@ -30,21 +30,6 @@ fn exec_spec(args: &[&str]) -> Any {
     }
 }
 
-async fn wait_exit(shim: &Shim, id: &str, exec_id: &str) -> u32 {
-    shim.task
-        .wait(
-            WaitRequest {
-                id: id.into(),
-                exec_id: exec_id.into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .expect("Wait")
-        .exit_status
-}
-
 /// A shim running one container that sleeps; the event server and bundle live as long as the
 /// caller keeps them.
 async fn running_sleeper(prefix: &str) -> (EventServer, Bundle, Shim, String) {
@@ -56,25 +41,8 @@ async fn running_sleeper(prefix: &str) -> (EventServer, Bundle, Shim, String) {
         .create(create_req(&id, &bundle, None), &opts())
         .await
         .unwrap();
-    let start = StartRequest {
-        id: id.clone(),
-        ..Default::default()
-    };
-    shim.task.start(start, &opts()).await.unwrap();
+    shim.start_process(&id, "").await.unwrap();
     (events, bundle, shim, id)
-}
-
-async fn delete(shim: &Shim, id: &str, exec_id: &str) -> ttrpc_client::Result<DeleteResponse> {
-    shim.task
-        .delete(
-            DeleteRequest {
-                id: id.into(),
-                exec_id: exec_id.into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -92,45 +60,15 @@ async fn run_to_exit_code_with_output_and_events() {
         .await
         .expect("Create");
     assert!(created.pid > 0);
-    let state = shim
-        .task
-        .state(
-            StateRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    let state = shim.state(&id).await.unwrap();
     assert_eq!(state.status.enum_value(), Ok(Status::CREATED));
-    let started = shim
-        .task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    let started = shim.start_process(&id, "").await.unwrap();
     assert_eq!(started.pid, created.pid);
-    assert_eq!(wait_exit(&shim, &id, "").await, 3);
-    let state = shim
-        .task
-        .state(
-            StateRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 3);
+    let state = shim.state(&id).await.unwrap();
     assert_eq!(state.status.enum_value(), Ok(Status::STOPPED));
     assert_eq!(state.exit_status, 3);
-    let deleted = delete(&shim, &id, "").await.expect("Delete");
+    let deleted = shim.delete(&id, "").await.expect("Delete");
     assert_eq!((deleted.exit_status, deleted.pid), (3, created.pid));
     assert_eq!(out.join(), b"out\n");
     assert_eq!(err.join(), b"err\n");
@@ -163,7 +101,7 @@ async fn run_to_exit_code_with_output_and_events() {
     assert_eq!(start.pid, created.pid);
 
     // Deleted means gone.
-    let err = delete(&shim, &id, "").await.unwrap_err();
+    let err = shim.delete(&id, "").await.unwrap_err();
     assert_eq!(err.code(), Code::NOT_FOUND);
     shim.shutdown().await;
     assert!(
@@ -182,17 +120,8 @@ async fn instant_exit_is_reported_after_start() {
         .create(create_req(&id, &bundle, None), &opts())
         .await
         .unwrap();
-    shim.task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wait_exit(&shim, &id, "").await, 0);
+    shim.start_process(&id, "").await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 0);
     let topics = events
         .log
         .wait_for("exit", |t| t.iter().any(|x| x == "/tasks/exit"))
@@ -203,7 +132,7 @@ async fn instant_exit_is_reported_after_start() {
         .expect("start event");
     let exit = topics.iter().position(|t| t == "/tasks/exit").unwrap();
     assert!(start < exit, "exit published before start: {topics:?}");
-    delete(&shim, &id, "").await.unwrap();
+    shim.delete(&id, "").await.unwrap();
     shim.shutdown().await;
 }
 
@@ -219,16 +148,7 @@ async fn exec_kill_pause_resume_and_pids() {
         .await
         .unwrap()
         .pid;
-    shim.task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    shim.start_process(&id, "").await.unwrap();
 
     // An exec with output.
     let fifos = Fifos::new();
@@ -253,37 +173,15 @@ async fn exec_kill_pause_resume_and_pids() {
         .await
         .unwrap_err();
     assert_eq!(dup.code(), Code::ALREADY_EXISTS);
-    shim.task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                exec_id: "e1".into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wait_exit(&shim, &id, "e1").await, 5);
-    let err = shim
-        .task
-        .kill(
-            KillRequest {
-                id: id.clone(),
-                exec_id: "e1".into(),
-                signal: 9,
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    shim.start_process(&id, "e1").await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "e1").await, 5);
+    let err = shim.kill(&id, "e1", 9).await.unwrap_err();
     assert_eq!(
         err.code(),
         Code::NOT_FOUND,
         "kill of a finished exec: {err}"
     );
-    let d = delete(&shim, &id, "e1").await.unwrap();
+    let d = shim.delete(&id, "e1").await.unwrap();
     assert_eq!(d.exit_status, 5);
     assert_eq!(out.join(), b"from exec\n");
 
@@ -292,30 +190,8 @@ async fn exec_kill_pause_resume_and_pids() {
         .exec(exec("e2", &["sleep", "1000"], None), &opts())
         .await
         .unwrap();
-    let e2_pid = shim
-        .task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                exec_id: "e2".into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap()
-        .pid;
-    let pids = shim
-        .task
-        .pids(
-            PidsRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    let e2_pid = shim.start_process(&id, "e2").await.unwrap().pid;
+    let pids = shim.pids(&id).await.unwrap();
     let listed: Vec<u32> = pids.processes.iter().map(|p| p.pid).collect();
     assert!(
         listed.contains(&init_pid) && listed.contains(&e2_pid),
@@ -325,86 +201,27 @@ async fn exec_kill_pause_resume_and_pids() {
     assert_eq!(e2_info.info.type_url, "containerd.runc.v1.ProcessDetails");
 
     // Pause / resume.
-    shim.task
-        .pause(
-            PauseRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    let st = shim
-        .task
-        .state(
-            StateRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    shim.pause(&id).await.unwrap();
+    let st = shim.state(&id).await.unwrap();
     assert_eq!(st.status.enum_value(), Ok(Status::PAUSED));
-    let again = shim
-        .task
-        .pause(
-            PauseRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    let again = shim.pause(&id).await.unwrap_err();
     assert_eq!(again.code(), Code::FAILED_PRECONDITION);
-    let busy = delete(&shim, &id, "").await.unwrap_err();
+    let busy = shim.delete(&id, "").await.unwrap_err();
     assert_eq!(
         busy.code(),
         Code::FAILED_PRECONDITION,
         "delete of a paused task: {busy}"
     );
-    shim.task
-        .resume(
-            ResumeRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
+    shim.resume(&id).await.unwrap();
 
     // Kill the init: every exec's exit comes before the init's.
-    shim.task
-        .kill(
-            KillRequest {
-                id: id.clone(),
-                signal: 9,
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wait_exit(&shim, &id, "").await, 137);
-    assert_eq!(wait_exit(&shim, &id, "e2").await, 137);
-    let late = shim
-        .task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                exec_id: "e2".into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    shim.kill(&id, "", 9).await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 137);
+    assert_eq!(shim.wait_exit(&id, "e2").await, 137);
+    let late = shim.start_process(&id, "e2").await.unwrap_err();
     assert_eq!(late.code(), Code::FAILED_PRECONDITION);
-    delete(&shim, &id, "e2").await.unwrap();
-    delete(&shim, &id, "").await.unwrap();
+    shim.delete(&id, "e2").await.unwrap();
+    shim.delete(&id, "").await.unwrap();
 
     let topics = events
         .log
@@ -442,17 +259,7 @@ async fn bad_requests_get_clear_statuses_and_the_shim_keeps_serving() {
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
 
     // Unknown ids.
-    let e = shim
-        .task
-        .state(
-            StateRequest {
-                id: "nope".into(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    let e = shim.state("nope").await.unwrap_err();
     assert_eq!(e.code(), Code::NOT_FOUND);
     assert!(e.message().contains("nope"), "{e}");
     // Garbage bytes where a request should be.
@@ -519,42 +326,12 @@ async fn bad_requests_get_clear_statuses_and_the_shim_keeps_serving() {
         .await
         .unwrap_err();
     assert_eq!(dup.code(), Code::ALREADY_EXISTS);
-    shim.task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    let twice = shim
-        .task
-        .start(
-            StartRequest {
-                id: id.clone(),
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    shim.start_process(&id, "").await.unwrap();
+    let twice = shim.start_process(&id, "").await.unwrap_err();
     assert_eq!(twice.code(), Code::FAILED_PRECONDITION);
-    let running = delete(&shim, &id, "").await.unwrap_err();
+    let running = shim.delete(&id, "").await.unwrap_err();
     assert_eq!(running.code(), Code::FAILED_PRECONDITION);
-    let badsig = shim
-        .task
-        .kill(
-            KillRequest {
-                id: id.clone(),
-                signal: 1000,
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap_err();
+    let badsig = shim.kill(&id, "", 1000).await.unwrap_err();
     assert_eq!(badsig.code(), Code::INVALID_ARGUMENT);
     let e = shim
         .task
@@ -585,19 +362,9 @@ async fn bad_requests_get_clear_statuses_and_the_shim_keeps_serving() {
     assert!(e.message().contains("image path"), "{e}");
 
     // Still serving: the container can be killed and deleted normally.
-    shim.task
-        .kill(
-            KillRequest {
-                id: id.clone(),
-                signal: 15,
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wait_exit(&shim, &id, "").await, 7);
-    delete(&shim, &id, "").await.unwrap();
+    shim.kill(&id, "", 15).await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 7);
+    shim.delete(&id, "").await.unwrap();
     shim.shutdown().await;
 }
 
@@ -630,19 +397,9 @@ async fn shutdown_waits_for_the_last_container_and_abandoned_waits_cost_nothing(
         shim.alive(),
         "a shim with a container must not exit on Shutdown"
     );
-    shim.task
-        .kill(
-            KillRequest {
-                id: id.clone(),
-                signal: 9,
-                ..Default::default()
-            },
-            &opts(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(wait_exit(&shim, &id, "").await, 137);
-    delete(&shim, &id, "").await.unwrap();
+    shim.kill(&id, "", 9).await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 137);
+    shim.delete(&id, "").await.unwrap();
     shim.shutdown().await;
     assert!(!shim.alive());
 }
@@ -682,16 +439,11 @@ async fn waits_without_a_deadline_are_all_answered_at_exit() {
     }
     drop(other_task);
 
-    let kill = KillRequest {
-        id: id.clone(),
-        signal: 9,
-        ..Default::default()
-    };
-    shim.task.kill(kill, &opts()).await.unwrap();
+    shim.kill(&id, "", 9).await.unwrap();
     for w in waits {
         assert_eq!(w.await.unwrap().expect("parked Wait").exit_status, 137);
     }
-    assert_eq!(wait_exit(&shim, &id, "").await, 137);
-    delete(&shim, &id, "").await.unwrap();
+    assert_eq!(shim.wait_exit(&id, "").await, 137);
+    shim.delete(&id, "").await.unwrap();
     shim.shutdown().await;
 }

@@ -10,6 +10,25 @@ use rshim_integration::image::IMAGE;
 use rshim_integration::Runtime;
 use ttrpc_client::{CallOptions, Code};
 
+use crate::helpers::{connect, remove, shim_client_address, Cell};
+use crate::row::{both, Env, FaultRow, Outcome};
+
+pub struct BadRequests;
+
+impl FaultRow for BadRequests {
+    fn number(&self) -> u8 {
+        9
+    }
+
+    fn title(&self) -> &'static str {
+        "bad requests on the shim socket"
+    }
+
+    fn measure(&self, env: &mut Env) -> Outcome {
+        both(|rt| bad_requests(env.containerd(), rt))
+    }
+}
+
 /// One bad request: what it is, the status rshim must answer, and what the message must name.
 struct Case {
     label: &'static str,
@@ -28,7 +47,7 @@ fn process_spec(args: &[&str]) -> Any {
     }
 }
 
-pub fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(String, bool)> {
+fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
     let id = format!("bad-{}", rt.name());
     let out = c.ctr(&[
         "run",
@@ -41,7 +60,7 @@ pub fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(Strin
         "100000",
     ]);
     anyhow::ensure!(out.code == Some(0), "ctr run: {}", out.stderr);
-    let address = super::shim_client_address(c, &id);
+    let address = shim_client_address(c, &id);
     let bundle = c.bundle(&id).to_string_lossy().into_owned();
     let no_config = tempfile::tempdir()?;
     let bad_config = tempfile::tempdir()?;
@@ -53,7 +72,7 @@ pub fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(Strin
         .enable_all()
         .build()?
         .block_on(async {
-            let task = super::connect(&address).await?;
+            let task = connect(&address).await?;
             let o = CallOptions::with_timeout(Duration::from_secs(30)).namespace(NAMESPACE);
             let create = |id: &str, bundle: &str| CreateTaskRequest {
                 id: id.into(),
@@ -236,7 +255,7 @@ pub fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<(Strin
             }
             anyhow::Ok((cases, serving))
         });
-    super::remove(c, &id);
+    remove(c, &id);
     let (cases, serving) = cases?;
     let mut pass = serving;
     let mut parts = Vec::new();

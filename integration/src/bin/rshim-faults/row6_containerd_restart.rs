@@ -1,0 +1,122 @@
+//! Row 6: containerd restarted while containers run.
+
+use std::time::Duration;
+
+use rshim_integration::containerd::PrivateContainerd;
+use rshim_integration::image::IMAGE;
+use rshim_integration::Runtime;
+
+use crate::helpers::Cell;
+use crate::row::{both, Env, FaultRow, Outcome, Setup};
+
+pub struct ContainerdRestart;
+
+impl FaultRow for ContainerdRestart {
+    fn number(&self) -> u8 {
+        6
+    }
+
+    fn title(&self) -> &'static str {
+        "containerd restarted while containers run"
+    }
+
+    fn setup(&self) -> Setup {
+        Setup::SharedRestartable
+    }
+
+    fn measure(&self, env: &mut Env) -> Outcome {
+        both(|rt| containerd_restart(env.containerd_mut(), rt))
+    }
+}
+
+/// containerd restarted while containers run: an exit that happens while it is down must be
+/// forwarded once it is back, the shims must survive, and a running container's stdio must
+/// keep working (an exec's output arrives).
+fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
+    let (dies, lives) = (
+        format!("restart-{}-dies", rt.name()),
+        format!("restart-{}-lives", rt.name()),
+    );
+    for id in [&dies, &lives] {
+        let out = c.ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt.runtime_type(),
+            IMAGE,
+            id,
+            "sleep",
+            "100000",
+        ]);
+        anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
+    }
+    let ls = c.ctr(&["task", "ls"]).stdout;
+    let pid: i32 = ls
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(dies.as_str()))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no pid for {dies}"))?;
+    let shims = [c.shim_of(&dies), c.shim_of(&lives)];
+    c.stop_daemon();
+    // The exit happens while containerd is down: its event cannot be delivered now.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
+    std::thread::sleep(Duration::from_secs(3));
+    let log_before = std::fs::read_to_string(c.dir.path().join("containerd.log"))
+        .unwrap_or_default()
+        .len();
+    c.restart()?;
+    let mut forwarded = 0;
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default();
+        forwarded = log[log_before.min(log.len())..]
+            .lines()
+            .filter(|l| l.contains("event forwarded") && l.contains("topic=/tasks/exit"))
+            .count();
+        if forwarded > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shims_alive = shims.iter().all(|p| {
+        p.is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+    });
+    let exec = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        &lives,
+        "echo",
+        "still flowing",
+    ]);
+    let status = c.ctr(&["task", "ls"]).stdout;
+    let state_of = |id: &str| {
+        status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("<none>")
+            .to_string()
+    };
+    let (dead_state, live_state) = (state_of(&dies), state_of(&lives));
+    for id in [&dies, &lives] {
+        let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = c.ctr(&["task", "delete", "-f", id]);
+        let _ = c.ctr(&["containers", "rm", id]);
+    }
+    let exec_ok = exec.code == Some(0) && exec.stdout == "still flowing\n";
+    let pass = forwarded == 1
+        && shims_alive
+        && exec_ok
+        && dead_state == "STOPPED"
+        && live_state == "RUNNING";
+    Ok((
+        format!(
+            "exit during the restart forwarded after it: {forwarded}×; shims alive: {shims_alive}; states {dead_state}/{live_state}; exec after restart: {}",
+            if exec_ok { "output intact".to_string() } else { format!("{:?} {:?}", exec.code, exec.stderr) }
+        ),
+        pass,
+    ))
+}
