@@ -569,7 +569,11 @@ impl Container {
                     process.id
                 )))
             }
-            Status::Stopped => return Err(Error::NotFound("process already finished".into())),
+            // The init's Kill still goes to runc, as in the Go shim: `kill --all` reaches
+            // what is left in the container's cgroup after its init exited.
+            Status::Stopped if !process.is_init() => {
+                return Err(Error::NotFound("process already finished".into()))
+            }
             _ => {}
         }
         if process.is_init() {

@@ -201,3 +201,22 @@ async fn an_event_containerd_refuses_does_not_block_the_exit() {
         .await;
     shim.shutdown().await;
 }
+
+// Signal 0 asks whether the process exists, as kill(2) does; the Go shim passes it to runc.
+// Before the fix: InvalidArgument "invalid signal 0".
+#[tokio::test(flavor = "multi_thread")]
+async fn signal_zero_checks_that_the_task_exists() {
+    let events = EventServer::start().await;
+    let (_bundle, shim, id) = running("signal-zero", &events.address).await;
+    let probe = KillRequest {
+        id: id.clone(),
+        signal: 0,
+        ..Default::default()
+    };
+    shim.task
+        .kill(probe.clone(), &opts())
+        .await
+        .expect("Kill 0 of a running task");
+    kill_and_delete(&shim, &id).await;
+    shim.shutdown().await;
+}
