@@ -102,10 +102,14 @@ impl Ctx<'_> {
     /// Removes every container of this spec run: kill, delete task, delete container and its
     /// snapshot (bounded, best effort).
     fn cleanup(&self) {
+        // Bounded short: what is left (a shim that does not answer) goes when containerd does.
+        let t = Duration::from_secs(15);
         for id in &self.ids {
-            let _ = self.c.ctr(&["task", "kill", "-a", "-s", "SIGKILL", id]);
-            let _ = self.c.ctr(&["task", "delete", "-f", id]);
-            let _ = self.c.ctr(&["containers", "rm", id]);
+            let _ = self
+                .c
+                .ctr_with(&["task", "kill", "-a", "-s", "SIGKILL", id], None, t);
+            let _ = self.c.ctr_with(&["task", "delete", "-f", id], None, t);
+            let _ = self.c.ctr_with(&["containers", "rm", id], None, t);
         }
     }
 }
@@ -727,6 +731,90 @@ async fn kill_init_pid_host(x: &mut Ctx<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+// TestContainerNoSTDIN: a task with stdout and stderr but no stdin runs and exits 0.
+async fn no_stdin(x: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let id = x.container("c", &["sh", "-c", "echo out"]).await?;
+    let fifos = Fifos::new()?;
+    let io = fifos.stdio("nostdin", false, true, true);
+    let out = Collector::open(&io.stdout)?;
+    let _err = Collector::open(&io.stderr)?;
+    x.create(&id, &io, false).await?;
+    let wait = x.api.wait(&id, "");
+    x.api.start(&id, "").await?;
+    let code = exit_of("the task", wait).await?;
+    let said = out
+        .wait_for(Duration::from_secs(10), |b| b.starts_with(b"out\n"))
+        .await;
+    ensure!(
+        code == 0 && said,
+        "task without stdin: exit {code}, stdout {:?}",
+        out.text()
+    );
+    x.api.delete(&id).await?;
+    Ok(())
+}
+
+// TestTaskUpdate: Update of a running task's memory limit reaches its cgroup.
+async fn task_update(x: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let id = x.container("c", &["sleep", "300"]).await?;
+    let init = x.run(&id).await?;
+    let limit: u64 = 64 << 20;
+    x.api
+        .update_resources(&id, &serde_json::json!({"memory": {"limit": limit}}))
+        .await
+        .map_err(|e| anyhow!("Update: {}", status_text(&e)))?;
+    let path = format!(
+        "/sys/fs/cgroup/memory/{}/{id}/memory.limit_in_bytes",
+        rshim_integration::containerd::NAMESPACE
+    );
+    let now = std::fs::read_to_string(&path).unwrap_or_default();
+    x.api.kill(&id, "", SIGKILL, false).await?;
+    exit_of("the init", init).await?;
+    ensure!(
+        now.trim() == limit.to_string(),
+        "{path} after Update to {limit}: {now:?}"
+    );
+    Ok(())
+}
+
+fn oom_score_adj(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+// TestShimOOMScore: the shim's oom_score_adj is containerd's plus one (at most 1000).
+async fn shim_oom_score(x: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let config =
+        x.c.dir
+            .path()
+            .join("config.toml")
+            .to_string_lossy()
+            .to_string();
+    let containerd = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.starts_with("containerd\0") && cmd.contains(&config)
+        })
+        .ok_or_else(|| anyhow!("our containerd's pid not found"))?;
+    let id = x.container("c", &["sleep", "300"]).await?;
+    let init = x.run(&id).await?;
+    let shim = x.c.shim_of(&id);
+    let want = (oom_score_adj(containerd).unwrap_or(0) + 1).min(1000);
+    let got = shim.and_then(oom_score_adj);
+    x.api.kill(&id, "", SIGKILL, false).await?;
+    exit_of("the init", init).await?;
+    x.note(format!(
+        "containerd {containerd}: want {want}, shim {shim:?}: {got:?}"
+    ));
+    ensure!(got == Some(want), "shim oom_score_adj {got:?}, want {want}");
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 
 const SPECS: &[&str] = &[
@@ -747,6 +835,9 @@ const SPECS: &[&str] = &[
     "force-delete",
     "kill-all",
     "kill-init-pid-host",
+    "no-stdin",
+    "task-update",
+    "shim-oom-score",
 ];
 
 async fn run_spec(x: &mut Ctx<'_>) -> anyhow::Result<()> {
@@ -768,6 +859,9 @@ async fn run_spec(x: &mut Ctx<'_>) -> anyhow::Result<()> {
         "force-delete" => force_delete(x).await,
         "kill-all" => kill_all(x).await,
         "kill-init-pid-host" => kill_init_pid_host(x).await,
+        "no-stdin" => no_stdin(x).await,
+        "task-update" => task_update(x).await,
+        "shim-oom-score" => shim_oom_score(x).await,
         other => Err(anyhow!("no spec {other}")),
     }
 }
