@@ -2,6 +2,7 @@
 //! and config under a temp dir, rshim and containerd's Go shim configured side by side, a
 //! busybox image built locally, and `ctr` run with a deadline on every call.
 
+pub mod api;
 pub mod containerd;
 pub mod ctr;
 pub mod events;
