@@ -345,6 +345,13 @@ impl Container {
         let _ = self.cgroup.set(cg);
     }
 
+    fn restore_pending(&self) -> bool {
+        self.restore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Who a process's stdio belongs to (`process_id` is the container id for the init).
     fn stdio_owner<'a>(&'a self, process_id: &'a str) -> crate::stdio::Owner<'a> {
         crate::stdio::Owner {
@@ -456,6 +463,12 @@ impl Container {
             Status::Paused => {
                 return Err(Error::FailedPrecondition(
                     "cannot exec in a paused state".into(),
+                ))
+            }
+            // A container created from a checkpoint has no process until Start restores it.
+            Status::Created if self.restore_pending() => {
+                return Err(Error::FailedPrecondition(
+                    "cannot exec in a created state".into(),
                 ))
             }
             Status::Created | Status::Running => {}

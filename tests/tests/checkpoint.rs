@@ -162,6 +162,23 @@ async fn create_from_a_checkpoint_restores_at_start() {
         "no runc container until the restore"
     );
 
+    // No process exists until the restore: an exec is refused in the Go shim's words.
+    let spec = serde_json::json!({"args": ["true"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    let exec = ExecProcessRequest {
+        id: id.clone(),
+        exec_id: "e".into(),
+        spec: Some(Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+            value: serde_json::to_vec(&spec).unwrap(),
+            ..Default::default()
+        })
+        .into(),
+        ..Default::default()
+    };
+    let e = shim.task.exec(exec, &opts()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FAILED_PRECONDITION, "{e}");
+    assert_eq!(e.message(), "cannot exec in a created state");
+
     let start = StartRequest {
         id: id.clone(),
         ..Default::default()
