@@ -13,6 +13,10 @@ bash scripts/install-deps.sh
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 export CARGO_TERM_COLOR=never
+# House rules first: formatted, and clippy-clean with warnings as errors.
+rustup component add rustfmt clippy > /dev/null 2>&1 || true
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1 | tail -n 3
 # The shim binary must exist before the tests that launch it.
 cargo build --workspace --bins --locked 2>&1 | tail -n 3
 cargo test --workspace --locked -- --test-threads=4 2>&1

@@ -7,7 +7,7 @@
 use containerd_shim_protos::api::*;
 use libfuzzer_sys::fuzz_target;
 use protobuf::Message;
-use rshim::options::RuncOptions;
+use rshim::decode::RuncOptions;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, payload)) = data.split_first() else {
@@ -18,9 +18,9 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(r) = CreateTaskRequest::parse_from_bytes(payload) {
                 let _ = RuncOptions::from_any(r.options.as_ref());
                 for m in &r.rootfs {
-                    let _ = rshim::rootfs::parse_options(&m.options);
+                    let _ = rshim::decode::parse_options(&m.options);
                 }
-                let _ = rshim::binary_io::command_line(&r.stdout);
+                let _ = rshim::decode::command_line(&r.stdout);
             }
         }
         1 => {
@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = RuncOptions::from_any(Some(&any));
             if let Ok(text) = std::str::from_utf8(payload) {
                 let _ = RuncOptions::from_toml(text);
-                let _ = rshim::binary_io::command_line(text);
+                let _ = rshim::decode::command_line(text);
             }
         }
         4 => {
@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
                 .split(|b| *b == b',')
                 .map(|o| String::from_utf8_lossy(o).into_owned())
                 .collect();
-            let _ = rshim::rootfs::parse_options(&options);
+            let _ = rshim::decode::parse_options(&options);
         }
     }
 });

@@ -8,6 +8,9 @@
 //! hang Create forever), and the logger is tracked by a pidfd, so stopping it can never signal
 //! a recycled pid after the shim's reaper collected it.
 
+// Unsafe here (denied elsewhere in the crate): pidfd_open and pidfd_send_signal (no safe wrapper), and placing the logger's fds between fork and exec.
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -204,10 +207,6 @@ impl Logger {
             );
             self.kill();
         }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.pid
     }
 }
 

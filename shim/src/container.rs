@@ -619,14 +619,8 @@ impl Container {
             )));
         }
         // Any signal the kernel knows, real-time ones included (as the Go shim's unix.Kill):
-        // the service has checked it is 1..=64. nix's Signal has no real-time signals.
-        // SAFETY: kill(2) with a pid and a signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid as i32, signal as i32) };
-        match if rc == 0 {
-            Ok(())
-        } else {
-            Err(nix::errno::Errno::last())
-        } {
+        // the service has checked it is 0..=64.
+        match crate::sys::kill(pid as i32, signal as i32) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::ESRCH) => {
                 Err(Error::NotFound("process already finished".into()))

@@ -1,6 +1,9 @@
 //! The long-lived shim daemon: a child subreaper that serves the Task API until Shutdown (with
 //! no container left) or SIGTERM.
 
+// Unsafe here (denied elsewhere in the crate): the SIGPIPE disposition and the readiness pipe inherited as a raw fd.
+#![allow(unsafe_code)]
+
 use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::Path;

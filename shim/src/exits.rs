@@ -66,10 +66,6 @@ impl ExitRouter {
             }
         }
     }
-
-    pub fn registered(&self) -> usize {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 /// Exits seen since before a runc call that starts a process.

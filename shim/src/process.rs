@@ -76,7 +76,6 @@ struct State {
 pub struct Process {
     /// The container id for the init, the exec id for an exec.
     pub id: String,
-    pub container_id: String,
     pub exec_id: Option<String>,
     pub stdio: StdioConfig,
     state: Mutex<State>,
@@ -92,7 +91,6 @@ impl Process {
     pub fn new(container_id: &str, exec_id: Option<&str>, stdio: StdioConfig) -> Process {
         Process {
             id: exec_id.unwrap_or(container_id).to_string(),
-            container_id: container_id.to_string(),
             exec_id: exec_id.map(str::to_string),
             stdio,
             state: Mutex::new(State {

@@ -8,6 +8,9 @@
 //! from the current one), then verifies that no `/proc/*/mountinfo` lists the rootfs any more,
 //! naming the holders if one does.
 
+// Unsafe here (denied elsewhere in the crate): fork + setns + umount2 in a single-threaded child, to unmount in another mount namespace.
+#![allow(unsafe_code)]
+
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;

@@ -85,11 +85,6 @@ impl TaskService {
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
     }
 
-    pub fn container_count(&self) -> usize {
-        let c = self.lock();
-        c.ready.len() + c.creating.len()
-    }
-
     pub async fn create(self: Arc<Self>, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
         require("id", &req.id)?;
         require("bundle", &req.bundle)?;

@@ -10,6 +10,9 @@
 //!   with the options as an extension and an optional socket directory; the answer is a binary
 //!   `BootstrapResult` (version 3, served as `containerd.task.v3`).
 
+// Unsafe here (denied elsewhere in the crate): handing the listening socket and the readiness pipe to the daemon as raw fds across exec.
+#![allow(unsafe_code)]
+
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;

@@ -16,6 +16,9 @@
 //! end too. Every copy task is owned by its `ProcessIo` and aborted when that is dropped (a
 //! failed create or exec, a deleted process), so none outlives its process.
 
+// Unsafe here (denied elsewhere in the crate): TIOCSWINSZ on the pty master, and registering the master's fd with tokio.
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Mutex;

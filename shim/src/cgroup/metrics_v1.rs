@@ -1,6 +1,9 @@
 //! `io.containerd.cgroups.v1.Metrics` from a cgroup v1 hierarchy, field by field as
 //! containerd's cgroups library fills it (controllers that are not mounted are left empty).
 
+// Unsafe here (denied elsewhere in the crate): sysconf(_SC_CLK_TCK), to convert cpuacct's ticks.
+#![allow(unsafe_code)]
+
 use std::path::Path;
 
 use containerd_shim_protos::cgroups::metrics::{

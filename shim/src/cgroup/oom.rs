@@ -4,6 +4,9 @@
 //! the exit path (which checks once more before publishing a `/tasks/exit`) never report one
 //! kill twice, and an OOM kill is always published before the exit it caused.
 
+// Unsafe here (denied elsewhere in the crate): registering the eventfd and inotify fds it owns with tokio (AsyncFd::register).
+#![allow(unsafe_code)]
+
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
