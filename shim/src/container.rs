@@ -1,9 +1,10 @@
 //! One container: its init, its execs, its runc, and every state change of them.
 //!
-//! Each container has its own operation lock (`ops`), held across its runc calls so that its
-//! state changes are serialized; no lock shared by the whole shim is ever held across runc, so
-//! one container's slow runc never stalls another container. Kill, State, Wait and Pids do not
-//! take `ops`: a hung Start must not stop a Kill.
+//! Each container has its own operation lock (`ops`), held across the runc calls that change
+//! the init's state (create, start, pause, resume, update, checkpoint, delete) so that they are
+//! serialized; no lock shared by the whole shim is ever held across runc, so one container's
+//! slow runc never stalls another container. Kill, State, Wait, Pids and the execs' Start and
+//! Delete do not take `ops`: a hung Start must not stop a Kill, nor one exec another.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::events::{timestamp, Publisher};
 use crate::exits::{EarlyExits, ExitHandler, ExitRouter};
 use crate::options::RuncOptions;
-use crate::process::{ExitInfo, Process, Status};
+use crate::process::{ExitInfo, Op, Process, Status};
 use crate::rootfs::{self, MountSpec};
 use crate::stdio::{PreparedIo, StdioConfig};
 
@@ -305,19 +306,7 @@ impl Container {
         options: &containerd_shim_protos::shim::oci::CheckpointOptions,
     ) -> Result<()> {
         let _op = self.ops.lock().await;
-        match self.init.status() {
-            Status::Running | Status::Paused => {}
-            Status::Created => {
-                return Err(Error::FailedPrecondition(
-                    "cannot checkpoint a task in created state".into(),
-                ))
-            }
-            _ => {
-                return Err(Error::FailedPrecondition(
-                    "cannot checkpoint a stopped container".into(),
-                ))
-            }
-        }
+        self.init.check(Op::Checkpoint)?;
         let work = checkpoint::WorkDir::for_dump(options, &self.options, &self.bundle);
         let opts = checkpoint::checkpoint_opts(path, options, &self.options, &work.path)?;
         std::fs::create_dir_all(&work.path)
@@ -404,10 +393,13 @@ impl Container {
     }
 
     pub async fn start(self: &Arc<Self>, exec_id: &str) -> Result<u32> {
-        let _op = self.ops.lock().await;
         if exec_id.is_empty() {
+            let _op = self.ops.lock().await;
             self.start_init().await
         } else {
+            // Not under `ops`: execs start side by side, as in the Go shim (an exec whose
+            // runc is slow must not hold back the others, a probe's for instance). The exec's
+            // own status serializes its Start and Delete; the init's exit waits for it.
             self.start_exec(exec_id).await
         }
     }
@@ -438,7 +430,7 @@ impl Container {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         // The init may already have exited (and be Stopped): that is not an error of Start.
-        let _ = init.transition(Status::Running);
+        let _ = init.complete(Op::Start);
         self.shared.publisher.publish(TaskStart {
             container_id: self.id.clone(),
             pid: init.pid(),
@@ -454,24 +446,13 @@ impl Container {
         stdio: StdioConfig,
         spec: oci_spec::runtime::Process,
     ) -> Result<()> {
-        match self.init.status() {
-            Status::Stopped | Status::Deleted => {
-                return Err(Error::FailedPrecondition(
-                    "cannot exec in a stopped state".into(),
-                ))
-            }
-            Status::Paused => {
-                return Err(Error::FailedPrecondition(
-                    "cannot exec in a paused state".into(),
-                ))
-            }
-            // A container created from a checkpoint has no process until Start restores it.
-            Status::Created if self.restore_pending() => {
-                return Err(Error::FailedPrecondition(
-                    "cannot exec in a created state".into(),
-                ))
-            }
-            Status::Created | Status::Running => {}
+        self.init.check(Op::Exec)?;
+        // A container created from a checkpoint has no process until Start restores it (the
+        // Go shim's createdCheckpointState).
+        if self.restore_pending() {
+            return Err(Error::FailedPrecondition(
+                "cannot exec in a created state".into(),
+            ));
         }
         {
             let mut execs = self.execs.lock().unwrap_or_else(|p| p.into_inner());
@@ -561,7 +542,7 @@ impl Container {
             })
             .await?;
         let _ = std::fs::remove_file(&pid_file);
-        let _ = exec.transition(Status::Running);
+        let _ = exec.complete(Op::Start);
         self.shared.publisher.publish(TaskExecStarted {
             container_id: self.id.clone(),
             exec_id: exec.id.clone(),
@@ -632,14 +613,14 @@ impl Container {
     /// Deletes an exec; returns what its Delete response reports.
     pub async fn delete_exec(&self, exec_id: &str) -> Result<(u32, Option<ExitInfo>)> {
         let exec = self.process(exec_id)?;
-        exec.check_transition(Status::Deleted)?;
+        exec.check(Op::Delete)?;
         exec.open_start_gate();
         // Never a `/tasks/delete`-era answer before the exit event: wait for its notification.
         exec.exit_told(deadline::EXEC_EXITS).await;
         if let Some(io) = exec.io() {
             io.drain_and_close(deadline::DRAIN).await;
         }
-        exec.transition(Status::Deleted)?;
+        exec.complete(Op::Delete)?;
         self.execs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -655,7 +636,7 @@ impl Container {
     pub async fn delete_init(&self) -> Result<(u32, Option<ExitInfo>)> {
         let _op = self.ops.lock().await;
         let init = &self.init;
-        init.check_transition(Status::Deleted)?;
+        init.check(Op::Delete)?;
         let never_started = init.status() == Status::Created;
         init.open_start_gate();
         // `/tasks/delete` never overtakes `/tasks/exit`: wait for the exit's notification.
@@ -679,7 +660,7 @@ impl Container {
         if self.has_mounts {
             self.unmount_rootfs().await?;
         }
-        init.transition(Status::Deleted)?;
+        init.complete(Op::Delete)?;
         self.oom.lock().unwrap_or_else(|p| p.into_inner()).take();
         let exit = init.exit();
         self.shared.publisher.publish(TaskDelete {
@@ -711,9 +692,9 @@ impl Container {
 
     pub async fn pause(&self) -> Result<()> {
         let _op = self.ops.lock().await;
-        self.init.check_transition(Status::Paused)?;
+        self.init.check(Op::Pause)?;
         self.runc.pause(&self.id, deadline::PAUSE).await?;
-        self.init.transition(Status::Paused)?;
+        self.init.complete(Op::Pause)?;
         self.shared.publisher.publish(TaskPaused {
             container_id: self.id.clone(),
             ..Default::default()
@@ -723,18 +704,9 @@ impl Container {
 
     pub async fn resume(&self) -> Result<()> {
         let _op = self.ops.lock().await;
-        let msg = match self.init.status() {
-            Status::Paused => None,
-            Status::Created => Some("cannot resume task in created state"),
-            Status::Running => Some("cannot resume a running process"),
-            Status::Stopped => Some("cannot resume a stopped container"),
-            Status::Deleted => Some("cannot resume a deleted process"),
-        };
-        if let Some(msg) = msg {
-            return Err(Error::FailedPrecondition(msg.into()));
-        }
+        self.init.check(Op::Resume)?;
         self.runc.resume(&self.id, deadline::PAUSE).await?;
-        let _ = self.init.transition(Status::Running);
+        let _ = self.init.complete(Op::Resume);
         self.shared.publisher.publish(TaskResumed {
             container_id: self.id.clone(),
             ..Default::default()
@@ -748,16 +720,7 @@ impl Container {
 
     pub async fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
         let _op = self.ops.lock().await;
-        match self.init.status() {
-            Status::Created | Status::Running | Status::Paused => {}
-            s => {
-                return Err(Error::FailedPrecondition(format!(
-                    "cannot update a {} container {}",
-                    s.name(),
-                    self.id
-                )))
-            }
-        }
+        self.init.check(Op::Update)?;
         Ok(self
             .runc
             .update(&self.id, resources, deadline::UPDATE)

@@ -28,7 +28,63 @@ pub enum Status {
     Deleted,
 }
 
+/// What a client asks of a process. `Status::check` is the one place that decides whether a
+/// status allows it; `Status::after` the one place that says what it leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Pause,
+    Resume,
+    Delete,
+    Exec,
+    Checkpoint,
+    Update,
+}
+
 impl Status {
+    /// Whether a process in this status allows `op`, else the refusal in the Go shim's words
+    /// (containerd's pkg/process, one type per state there; users and tools match on the
+    /// words). The codes are more precise than the Go shim's Unknown: FailedPrecondition, and
+    /// NotFound for a deleted process.
+    pub fn check(self, op: Op) -> std::result::Result<(), Refusal> {
+        use Op::*;
+        use Status::*;
+        let refused = |words| Err(Refusal::State(words));
+        match (self, op) {
+            (Created, Start | Delete | Exec | Update) => Ok(()),
+            (Created, Pause) => refused("cannot pause task in created state"),
+            (Created, Resume) => refused("cannot resume task in created state"),
+            (Created, Checkpoint) => refused("cannot checkpoint a task in created state"),
+            (Running, Pause | Exec | Update | Checkpoint) => Ok(()),
+            (Running, Start) => refused("cannot start a running process"),
+            (Running, Resume) => refused("cannot resume a running process"),
+            (Running, Delete) => refused("cannot delete a running process"),
+            (Paused, Resume | Update | Checkpoint) => Ok(()),
+            (Paused, Start) => refused("cannot start a paused process"),
+            (Paused, Pause) => refused("cannot pause a paused container"),
+            (Paused, Delete) => refused("cannot delete a paused process"),
+            (Paused, Exec) => refused("cannot exec in a paused state"),
+            (Stopped, Delete) => Ok(()),
+            (Stopped, Start) => refused("cannot start a stopped process"),
+            (Stopped, Pause) => refused("cannot pause a stopped container"),
+            (Stopped, Resume) => refused("cannot resume a stopped container"),
+            (Stopped, Update) => refused("cannot update a stopped container"),
+            (Stopped, Checkpoint) => refused("cannot checkpoint a stopped container"),
+            (Stopped, Exec) => refused("cannot exec in a stopped state"),
+            (Deleted, _) => Err(Refusal::Deleted),
+        }
+    }
+
+    /// The status once `op`, allowed by `check`, has succeeded.
+    pub fn after(self, op: Op) -> Status {
+        match op {
+            Op::Start | Op::Resume => Status::Running,
+            Op::Pause => Status::Paused,
+            Op::Delete => Status::Deleted,
+            Op::Exec | Op::Checkpoint | Op::Update => self,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Status::Created => "created",
@@ -36,6 +92,22 @@ impl Status {
             Status::Paused => "paused",
             Status::Stopped => "stopped",
             Status::Deleted => "deleted",
+        }
+    }
+}
+
+/// Why `Status::check` refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    State(&'static str),
+    Deleted,
+}
+
+impl Refusal {
+    pub fn error(self, id: &str) -> Error {
+        match self {
+            Refusal::State(words) => Error::FailedPrecondition(words.to_string()),
+            Refusal::Deleted => gone(id),
         }
     }
 }
@@ -137,40 +209,19 @@ impl Process {
         self.io.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A state transition, refusing the impossible ones with the status containerd expects.
-    pub fn transition(&self, to: Status) -> Result<()> {
-        let mut state = self.lock();
-        let from = state.status;
-        let allowed = match (from, to) {
-            (Status::Created, Status::Running) => true,
-            (Status::Running, Status::Paused) => true,
-            (Status::Paused, Status::Running) => true,
-            (Status::Created | Status::Stopped, Status::Deleted) => true,
-            (_, Status::Stopped) => from != Status::Deleted,
-            _ => false,
-        };
-        if !allowed {
-            return Err(transition_error(&self.id, from, to));
-        }
-        state.status = to;
-        Ok(())
+    /// Whether the process's status allows `op` now (before the runc call that does it).
+    pub fn check(&self, op: Op) -> Result<()> {
+        self.status().check(op).map_err(|r| r.error(&self.id))
     }
 
-    /// Checks that `to` is reachable now, without changing anything (before a runc call).
-    pub fn check_transition(&self, to: Status) -> Result<()> {
-        let from = self.status();
-        let ok = matches!(
-            (from, to),
-            (Status::Created, Status::Running)
-                | (Status::Running, Status::Paused)
-                | (Status::Paused, Status::Running)
-                | (Status::Created | Status::Stopped, Status::Deleted)
-        );
-        if ok {
-            Ok(())
-        } else {
-            Err(transition_error(&self.id, from, to))
-        }
+    /// Records that `op` succeeded: the status it leads to, if the status still allows it
+    /// (an exit recorded meanwhile wins: a process that exited right after its start stays
+    /// Stopped).
+    pub fn complete(&self, op: Op) -> Result<()> {
+        let mut state = self.lock();
+        state.status.check(op).map_err(|r| r.error(&self.id))?;
+        state.status = state.status.after(op);
+        Ok(())
     }
 
     /// Start is allowed only from Created (Paused -> Running is Resume, not Start). Closes the
@@ -178,13 +229,12 @@ impl Process {
     /// start event, and one recorded before it makes the Start fail.
     pub fn begin_start(&self) -> Result<()> {
         let state = self.lock();
-        match state.status {
-            Status::Created => {
-                self.start_gate.send_replace(false);
-                Ok(())
-            }
-            from => Err(transition_error(&self.id, from, Status::Running)),
-        }
+        state
+            .status
+            .check(Op::Start)
+            .map_err(|r| r.error(&self.id))?;
+        self.start_gate.send_replace(false);
+        Ok(())
     }
 
     /// Records the exit (first report wins: the reaper and an early-exit check can both see it)
@@ -282,31 +332,6 @@ pub fn gone(id: &str) -> Error {
     Error::NotFound(format!("process {id} was deleted"))
 }
 
-/// The Go shim's wording (pkg/process init_state.go / exec_state.go): users and tools match
-/// on it. The codes are more precise than the Go shim's (FailedPrecondition, not Unknown).
-fn transition_error(id: &str, from: Status, to: Status) -> Error {
-    let msg = match (to, from) {
-        (_, Status::Deleted) => return Error::NotFound(format!("process {id} was deleted")),
-        (Status::Running, Status::Paused) => "cannot start a paused process",
-        (Status::Running, Status::Running) => "cannot start a running process",
-        (Status::Running, Status::Stopped) => "cannot start a stopped process",
-        (Status::Running, Status::Created) => "cannot resume task in created state",
-        (Status::Paused, Status::Created) => "cannot pause task in created state",
-        (Status::Paused, Status::Paused) => "cannot pause a paused container",
-        (Status::Paused, Status::Stopped) => "cannot pause a stopped container",
-        (Status::Deleted, Status::Running) => "cannot delete a running process",
-        (Status::Deleted, Status::Paused) => "cannot delete a paused process",
-        _ => {
-            return Error::FailedPrecondition(format!(
-                "process {id}: cannot go from {} to {}",
-                from.name(),
-                to.name()
-            ))
-        }
-    };
-    Error::FailedPrecondition(msg.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,34 +342,72 @@ mod tests {
     }
 
     #[test]
-    fn state_machine_refuses_the_impossible() {
+    fn the_state_table_whole() {
+        use Op::*;
+        use Status::*;
+        let ops = [Start, Pause, Resume, Delete, Exec, Checkpoint, Update];
+        // (status, ops allowed), every other op refused.
+        let allowed = [
+            (Created, &[Start, Delete, Exec, Update][..]),
+            (Running, &[Pause, Exec, Update, Checkpoint][..]),
+            (Paused, &[Resume, Update, Checkpoint][..]),
+            (Stopped, &[Delete][..]),
+            (Deleted, &[][..]),
+        ];
+        for (status, ok) in allowed {
+            for op in ops {
+                let answer = status.check(op);
+                assert_eq!(
+                    answer.is_ok(),
+                    ok.contains(&op),
+                    "{status:?} {op:?}: {answer:?}"
+                );
+            }
+        }
+        assert_eq!(Created.after(Start), Running);
+        assert_eq!(Running.after(Pause), Paused);
+        assert_eq!(Paused.after(Resume), Running);
+        assert_eq!(Stopped.after(Delete), Deleted);
+        assert_eq!(Running.after(Exec), Running);
+        // The Go shim's words, and NotFound for a deleted process.
+        let words = |s: Status, op| s.check(op).unwrap_err().error("p").to_string();
+        assert_eq!(words(Running, Delete), "cannot delete a running process");
+        assert_eq!(words(Paused, Start), "cannot start a paused process");
+        assert_eq!(words(Stopped, Exec), "cannot exec in a stopped state");
+        assert_eq!(
+            words(Created, Checkpoint),
+            "cannot checkpoint a task in created state"
+        );
+        assert!(matches!(
+            Deleted.check(Pause).unwrap_err().error("p"),
+            Error::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn a_process_follows_the_table_and_its_exit_wins() {
         let p = process();
         assert!(matches!(
-            p.transition(Status::Paused),
+            p.check(Op::Pause),
             Err(Error::FailedPrecondition(_))
         ));
-        p.transition(Status::Running).unwrap();
-        let err = p.check_transition(Status::Deleted).unwrap_err();
-        assert_eq!(err.to_string(), "cannot delete a running process");
-        p.transition(Status::Paused).unwrap();
-        assert!(p.check_transition(Status::Paused).is_err());
+        p.begin_start().unwrap();
+        p.complete(Op::Start).unwrap();
+        assert_eq!(p.status(), Status::Running);
+        p.complete(Op::Pause).unwrap();
         assert_eq!(
             p.begin_start().unwrap_err().to_string(),
             "cannot start a paused process"
         );
-        p.transition(Status::Running).unwrap();
+        p.complete(Op::Resume).unwrap();
         assert!(p.record_exit(137, SystemTime::UNIX_EPOCH));
         assert!(!p.record_exit(1, SystemTime::UNIX_EPOCH), "first exit wins");
         assert_eq!(p.exit().unwrap().status, 137);
-        assert!(matches!(
-            p.check_transition(Status::Running),
-            Err(Error::FailedPrecondition(_))
-        ));
-        p.transition(Status::Deleted).unwrap();
-        assert!(matches!(
-            p.check_transition(Status::Deleted),
-            Err(Error::NotFound(_))
-        ));
+        // A start completing after the exit leaves the process stopped.
+        assert!(p.complete(Op::Start).is_err());
+        assert_eq!(p.status(), Status::Stopped);
+        p.complete(Op::Delete).unwrap();
+        assert!(matches!(p.check(Op::Delete), Err(Error::NotFound(_))));
     }
 
     #[tokio::test]

@@ -602,3 +602,62 @@ async fn failing_exec_with_stdin(task: &Task, n: usize) {
         .expect_err("exec of a missing binary");
     task.delete(&exec_id).await.expect("Delete exec");
 }
+
+/// A runc whose `exec` of a process whose spec mentions `SLOW_EXEC` waits for `go` to exist.
+fn runc_delaying_slow_execs(dir: &Path) -> String {
+    let runc = which("runc");
+    let path = dir.join("runc-slow-exec");
+    let go = dir.join("exec-go");
+    let script = format!(
+        "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --process ] && grep -q SLOW_EXEC \"$a\"; then\n    \
+         while [ ! -e {go} ]; do sleep 0.01; done\n  fi\n  prev=$a\ndone\nexec {runc} \"$@\"\n",
+        go = go.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into()
+}
+
+// Execs start side by side, as in the Go shim: one whose runc is slow (a hung exec, a busy
+// node) does not hold back another's Start (a liveness probe's). Before the fix every Start
+// of a container waited on one lock, and the second exec's Start timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_exec_start_does_not_hold_back_another() {
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let runc = runc_delaying_slow_execs(bundle.path());
+    let go = bundle.path().join("exec-go");
+    let task = Task::create("exec-side-by-side", bundle, |r| {
+        r.options = runc_options(&runc)
+    })
+    .await;
+    task.start("").await.expect("Start");
+    task.exec("slow", &["sh", "-c", "true SLOW_EXEC"], |_| {})
+        .await
+        .expect("Exec slow");
+    let slow = {
+        let client = task.shim.task.clone();
+        let req = StartRequest {
+            id: task.id.clone(),
+            exec_id: "slow".into(),
+            ..Default::default()
+        };
+        tokio::spawn(async move { client.start(req, &within(60)).await })
+    };
+    task.exec("quick", &["true"], |_| {})
+        .await
+        .expect("Exec quick");
+    let wait = task.wait("quick", 20);
+    let req = StartRequest {
+        id: task.id.clone(),
+        exec_id: "quick".into(),
+        ..Default::default()
+    };
+    let started = task.shim.task.start(req, &within(20)).await;
+    std::fs::write(&go, b"").unwrap();
+    started.expect("Start of an exec while another exec's runc is slow");
+    assert_eq!(wait.await.unwrap().expect("Wait"), 0);
+    slow.await
+        .unwrap()
+        .expect("the slow exec starts once runc goes on");
+    task.finish().await;
+}
