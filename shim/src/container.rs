@@ -48,6 +48,8 @@ pub mod deadline {
     pub const CONSOLE: Duration = Duration::from_secs(30);
     /// Unmounting the rootfs, including the helper in another mount namespace (10 s).
     pub const UNMOUNT: Duration = Duration::from_secs(30);
+    /// Mounting the rootfs (many layers, FUSE, lazy-pulling snapshotters).
+    pub const MOUNT: Duration = Duration::from_secs(60);
     /// How long Delete waits for a process's output to reach its destination.
     pub const DRAIN: Duration = Duration::from_secs(5);
     /// How long the init's exit event waits for the exits of its execs.
@@ -119,16 +121,33 @@ impl Drop for ExecStarting<'_> {
 
 impl Container {
     /// Mounts the rootfs, runs `runc create` with stdio already draining, and publishes
-    /// `/tasks/create`. On failure everything done is undone.
-    pub async fn create(req: CreateRequest, shared: Shared) -> Result<Arc<Container>> {
+    /// `/tasks/create`. On failure everything done is undone, and so it is when the requester
+    /// is gone by the end (containerd gave up on the call and may already have cleaned up the
+    /// bundle): a container nobody asked for any more is not left behind.
+    pub async fn create(
+        req: CreateRequest,
+        shared: Shared,
+        requester_gone: impl Fn() -> bool,
+    ) -> Result<Arc<Container>> {
         let spec = read_spec(&req.bundle)?;
         req.options.save(&req.bundle)?;
         let rootfs = rootfs::rootfs_of(&req.bundle);
-        // Mounting can sleep in the kernel (an overlay of many layers): off the workers.
+        // Mounting can sleep in the kernel (an overlay of many layers, FUSE, a lazy-pulling
+        // snapshotter): on a thread of its own, bounded; a mount that completes after Create
+        // gave up is undone.
         let (mounts, target, bundle) = (req.rootfs.clone(), rootfs.clone(), req.bundle.clone());
-        tokio::task::spawn_blocking(move || rootfs::mount_all(&mounts, &target, &bundle))
-            .await
-            .map_err(|e| Error::Internal(format!("mount task: {e}")))??;
+        let undo = rootfs.clone();
+        crate::blocking::run(
+            format!("mount the rootfs of {}", req.id),
+            deadline::MOUNT,
+            move || rootfs::mount_all(&mounts, &target, &bundle),
+            move |mounted| {
+                if mounted.is_ok() {
+                    let _ = rootfs::unmount_all(&undo);
+                }
+            },
+        )
+        .await??;
         let runc = Runc::new(
             RuncConfig {
                 binary: req.options.binary(),
@@ -163,7 +182,18 @@ impl Container {
         } else {
             container.run_create(&req).await
         };
+        let created = created.and_then(|()| {
+            if requester_gone() {
+                Err(Error::Unavailable(format!(
+                    "create of {} rolled back: its requester is gone",
+                    req.id
+                )))
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = created {
+            log::warn!("create of {} failed, undoing it: {e}", req.id);
             let _ = container
                 .runc
                 .delete(&container.id, true, deadline::DELETE)
@@ -357,16 +387,13 @@ impl Container {
         let cg = self.cgroup.get().cloned().ok_or_else(|| {
             Error::NotFound(format!("cgroup of container {} does not exist", self.id))
         })?;
-        let read = tokio::task::spawn_blocking(move || cgroup::stats(&cg));
-        match tokio::time::timeout(deadline::QUERY, read).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(Error::Internal(format!("read cgroup metrics: {e}"))),
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "reading the cgroup metrics of {} took longer than {:?}",
-                self.id,
-                deadline::QUERY
-            ))),
-        }
+        crate::blocking::run(
+            format!("read the cgroup metrics of {}", self.id),
+            deadline::QUERY,
+            move || cgroup::stats(&cg),
+            drop,
+        )
+        .await?
     }
 
     pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
@@ -678,16 +705,13 @@ impl Container {
     /// may stall the runtime's workers. Bounded: a stuck unmount fails Delete, never hangs it.
     async fn unmount_rootfs(&self) -> Result<()> {
         let bundle = self.bundle.clone();
-        let cleanup = tokio::task::spawn_blocking(move || rootfs::cleanup(&bundle));
-        match tokio::time::timeout(deadline::UNMOUNT, cleanup).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(Error::Internal(format!("rootfs cleanup: {e}"))),
-            Err(_) => Err(Error::DeadlineExceeded(format!(
-                "unmounting the rootfs of {} took longer than {:?}",
-                self.id,
-                deadline::UNMOUNT
-            ))),
-        }
+        crate::blocking::run(
+            format!("unmount the rootfs of {}", self.id),
+            deadline::UNMOUNT,
+            move || rootfs::cleanup(&bundle),
+            drop,
+        )
+        .await?
     }
 
     pub async fn pause(&self) -> Result<()> {

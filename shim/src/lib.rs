@@ -10,6 +10,7 @@
 
 mod address;
 mod binary_io;
+mod blocking;
 mod cgroup;
 mod checkpoint;
 mod connection;

@@ -55,6 +55,29 @@ where
         .map_err(|e| Error::Internal(format!("task failed: {e}")))?
 }
 
+/// Held by a handler while it waits for a detached operation: dropped before `answered` (the
+/// caller's deadline passed, or its connection closed), it sets the flag the operation reads.
+struct Abandoned(Arc<std::sync::atomic::AtomicBool>, bool);
+
+impl Abandoned {
+    fn new() -> (Abandoned, Arc<std::sync::atomic::AtomicBool>) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (Abandoned(flag.clone(), true), flag)
+    }
+
+    fn answered(mut self) {
+        self.1 = false;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 fn require(field: &str, value: &str) -> Result<()> {
     if value.is_empty() {
         Err(Error::InvalidArgument(format!("{field} must not be empty")))
@@ -140,9 +163,15 @@ impl TaskService {
             }
         }
         let svc = self.clone();
-        detached(async move {
+        // Set if this handler is dropped before Create finished (the caller's deadline passed
+        // or its connection closed): the detached Create then rolls itself back.
+        let (waiting, gone) = Abandoned::new();
+        let created = detached(async move {
             let id = request.id.clone();
-            let result = Container::create(request, svc.shared.clone()).await;
+            let result = Container::create(request, svc.shared.clone(), || {
+                gone.load(std::sync::atomic::Ordering::SeqCst)
+            })
+            .await;
             let mut c = svc.lock();
             c.creating.remove(&id);
             let container = result?;
@@ -153,7 +182,9 @@ impl TaskService {
                 ..Default::default()
             })
         })
-        .await
+        .await;
+        waiting.answered();
+        created
     }
 
     pub async fn start(self: Arc<Self>, req: StartRequest) -> Result<StartResponse> {
@@ -408,6 +439,7 @@ impl TaskService {
             })
             .collect();
         lines.extend(runc_wrapper::inflight::describe());
+        lines.extend(crate::blocking::describe());
         lines
     }
 }

@@ -220,3 +220,84 @@ async fn signal_zero_checks_that_the_task_exists() {
     kill_and_delete(&shim, &id).await;
     shim.shutdown().await;
 }
+
+// A Create whose caller gave up (its deadline passed; containerd then cleans up the bundle)
+// is rolled back when it finishes, instead of leaving a container nobody knows of. Here runc
+// create takes 3 s and the caller waits 1 s. Before the fix the container stayed (State
+// answered CREATED and runc listed it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_caller_gave_up_is_rolled_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let events = EventServer::start().await;
+    let id = unique("abandoned-create");
+    let bundle = Bundle::new(&["sleep", "1000"]);
+    let runc_path = bundle.path().join("runc-slow-create");
+    let real_runc = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v runc"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::fs::write(
+        &runc_path,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 3; done\nexec {} \"$@\"\n",
+            real_runc.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&runc_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shim = Shim::start(&id, bundle.path(), &events.address).await;
+    let options = containerd_shim_protos::shim::oci::Options {
+        binary_name: runc_path.to_string_lossy().into(),
+        ..Default::default()
+    };
+    let create = CreateTaskRequest {
+        id: id.clone(),
+        bundle: bundle.path().to_string_lossy().into(),
+        options: containerd_shim_protos::protobuf::MessageField::some(Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: containerd_shim_protos::protobuf::Message::write_to_bytes(&options).unwrap(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let gave_up = shim
+        .task
+        .create(create, &CallOptions::with_timeout(Duration::from_secs(1)))
+        .await
+        .expect_err("Create within 1 s while runc takes 3 s");
+    assert_eq!(gave_up.code(), Code::DEADLINE_EXCEEDED, "{gave_up}");
+    let state = || StateRequest {
+        id: id.clone(),
+        ..Default::default()
+    };
+    // runc create has run once its pid file exists; then the Create must be undone.
+    let pid_file = bundle.path().join("init.pid");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !pid_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "runc create never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let answer = shim.task.state(state(), &opts()).await;
+        let gone = matches!(&answer, Err(e) if e.code() == Code::NOT_FOUND);
+        if gone && !runc_state_exists(&id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned Create left a container: State {answer:?}, runc lists it: {}",
+            runc_state_exists(&id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !events.log.topics().iter().any(|t| t == "/tasks/create"),
+        "no /tasks/create for a rolled-back Create: {:?}",
+        events.log.topics()
+    );
+    shim.shutdown().await;
+}
