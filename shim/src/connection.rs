@@ -13,9 +13,10 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use ttrpc::proto::Code;
-use ttrpc_client::frame::{encode, Frame, FrameDecoder, TYPE_REQUEST, TYPE_RESPONSE};
+use ttrpc_client::frame::{Frame, FrameDecoder, TYPE_REQUEST};
 
-use crate::rpc;
+use crate::reply::{self, ReplyTo};
+use crate::rpc::{self, Route};
 use crate::service::TaskService;
 
 /// Replies queued for the writer; a full queue makes request tasks wait (back-pressure).
@@ -102,9 +103,9 @@ fn start_request(
         return;
     }
     let (reply, timeout_nano) = match accept(&frame.payload, stream_id, svc, tx, requests.len()) {
-        Ok(Accepted::Task(reply, timeout_nano)) => (reply, timeout_nano),
-        Ok(Accepted::Parked) => return,
-        Err(refused) => return send_now(reply_frame(stream_id, &refused), tx, requests),
+        Ok(Route::Reply(reply, timeout_nano)) => (reply, timeout_nano),
+        Ok(Route::Parked) => return,
+        Err(refused) => return send_now(reply::frame(stream_id, &refused), tx, requests),
     };
     let tx = tx.clone();
     // Two task shapes so that a call without a deadline (a Wait) does not carry a timer.
@@ -113,95 +114,46 @@ fn start_request(
         requests.spawn(async move {
             let response = match tokio::time::timeout(deadline, reply).await {
                 Ok(r) => r,
-                Err(_) => rpc::status(Code::DEADLINE_EXCEEDED, "timeout".into()),
+                Err(_) => reply::status(Code::DEADLINE_EXCEEDED, "timeout".into()),
             };
-            let _ = tx.send(reply_frame(stream_id, &response)).await;
+            let _ = tx.send(reply::frame(stream_id, &response)).await;
         });
     } else {
         requests.spawn(async move {
             let response = reply.await;
-            let _ = tx.send(reply_frame(stream_id, &response)).await;
+            let _ = tx.send(reply::frame(stream_id, &response)).await;
         });
     }
 }
 
-enum Accepted {
-    /// Answered by a task: the handler's reply, and the request's deadline (0: none).
-    Task(rpc::Reply, i64),
-    /// A Wait without a deadline, parked on its process (`rpc::park_wait`).
-    Parked,
-}
-
-/// How a request will be answered, or the status that refuses it.
+/// How a request will be answered (`rpc::route` decides), or the status that refuses it at
+/// the connection's level (stream id, in-flight limit, undecodable request).
 fn accept(
     payload: &[u8],
     stream_id: u32,
     svc: &Arc<TaskService>,
     tx: &mpsc::Sender<Vec<u8>>,
     in_flight: usize,
-) -> Result<Accepted, ttrpc::Response> {
+) -> Result<Route, ttrpc::Response> {
     if stream_id % 2 != 1 {
-        return Err(rpc::status(
+        return Err(reply::status(
             Code::INVALID_ARGUMENT,
             "stream id must be odd".into(),
         ));
     }
     if in_flight >= MAX_IN_FLIGHT {
-        return Err(rpc::status(
+        return Err(reply::status(
             Code::RESOURCE_EXHAUSTED,
             format!("{MAX_IN_FLIGHT} requests already in flight on this connection"),
         ));
     }
     let request = ttrpc::Request::parse_from_bytes(payload).map_err(|e| {
-        rpc::status(
+        reply::status(
             Code::INVALID_ARGUMENT,
             format!("cannot decode request: {e}"),
         )
     })?;
-    if request.method == "Wait"
-        && request.timeout_nano == 0
-        && rpc::is_task_service(&request.service)
-    {
-        rpc::park_wait(svc, &request.payload, ReplyTo::new(stream_id, tx))?;
-        return Ok(Accepted::Parked);
-    }
-    let reply = rpc::dispatch(svc, &request.service, &request.method, &request.payload)?;
-    Ok(Accepted::Task(reply, request.timeout_nano))
-}
-
-/// Where a parked Wait's reply goes: its stream on a connection that may have closed since.
-pub struct ReplyTo {
-    stream_id: u32,
-    writer: mpsc::WeakSender<Vec<u8>>,
-}
-
-impl ReplyTo {
-    pub fn new(stream_id: u32, writer: &mpsc::Sender<Vec<u8>>) -> ReplyTo {
-        ReplyTo {
-            stream_id,
-            writer: writer.downgrade(),
-        }
-    }
-
-    pub fn closed(&self) -> bool {
-        self.writer.strong_count() == 0
-    }
-
-    /// Queues the reply (waiting for room in a task if the queue is full); nothing if the
-    /// connection is gone.
-    pub fn send(&self, response: &ttrpc::Response) {
-        let Some(tx) = self.writer.upgrade() else {
-            return;
-        };
-        let frame = reply_frame(self.stream_id, response);
-        if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = tx.send(frame).await;
-                });
-            }
-        }
-    }
+    rpc::route(svc, &request, ReplyTo::new(stream_id, tx))
 }
 
 /// Queues a reply made without a handler. The reader never waits for the writer (bug class 2),
@@ -213,9 +165,4 @@ fn send_now(frame: Vec<u8>, tx: &mpsc::Sender<Vec<u8>>, requests: &mut JoinSet<(
             let _ = tx.send(frame).await;
         });
     }
-}
-
-fn reply_frame(stream_id: u32, response: &ttrpc::Response) -> Vec<u8> {
-    let payload = response.write_to_bytes().unwrap_or_default();
-    encode(stream_id, TYPE_RESPONSE, 0, &payload)
 }

@@ -25,6 +25,7 @@ pub mod info;
 pub mod logger;
 mod options;
 mod process;
+mod reply;
 mod rootfs;
 mod rpc;
 mod server;

@@ -10,16 +10,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use containerd_shim_protos::api::{WaitRequest, WaitResponse};
-use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::api::WaitRequest;
+use containerd_shim_protos::protobuf::Message;
 use futures::FutureExt;
 use ttrpc::proto::Code;
 
-use crate::connection::ReplyTo;
 use crate::error::Result;
-use crate::events::timestamp;
 use crate::process::{ExitInfo, ExitWaiter};
-use crate::service::TaskService;
+use crate::reply::{ok, status, ReplyTo};
+use crate::service::{wait_response, TaskService};
 
 pub const TASK_V2: &str = "containerd.task.v2.Task";
 pub const TASK_V3: &str = "containerd.task.v3.Task";
@@ -28,14 +27,30 @@ pub const TASK_V3: &str = "containerd.task.v3.Task";
 /// decoded before it starts), which is what a pending Wait costs.
 pub type Reply = Pin<Box<dyn Future<Output = ttrpc::Response> + Send>>;
 
-pub fn status(code: Code, message: String) -> ttrpc::Response {
-    let mut response = ttrpc::Response::new();
-    response.status = Some(ttrpc::get_status(code, message)).into();
-    response
-}
-
 pub fn is_task_service(service: &str) -> bool {
     service == TASK_V2 || service == TASK_V3
+}
+
+/// How a request is answered: by a reply (with the request's deadline, 0 for none), or not
+/// now: a Wait parked on its process, answered through its `ReplyTo` at the exit.
+pub enum Route {
+    Reply(Reply, i64),
+    Parked,
+}
+
+/// Routes a decoded request. A Wait without a deadline (containerd's: it waits for the life
+/// of the process and never cancels) is parked instead of becoming a task (bug class 1).
+pub fn route(
+    svc: &Arc<TaskService>,
+    request: &ttrpc::Request,
+    reply_to: ReplyTo,
+) -> std::result::Result<Route, ttrpc::Response> {
+    if request.method == "Wait" && request.timeout_nano == 0 && is_task_service(&request.service) {
+        park_wait(svc, &request.payload, reply_to)?;
+        return Ok(Route::Parked);
+    }
+    let reply = dispatch(svc, &request.service, &request.method, &request.payload)?;
+    Ok(Route::Reply(reply, request.timeout_nano))
 }
 
 /// The reply to `service`/`method` with `payload`, or at once the status that refuses it.
@@ -81,7 +96,7 @@ pub fn dispatch(
 
 /// Parks a Wait on its process: the reply goes to `reply_to` at the exit (at once if the exit
 /// is already known). Refused at once (unknown id, undecodable, too many waits) with a status.
-pub fn park_wait(
+fn park_wait(
     svc: &TaskService,
     payload: &[u8],
     reply_to: ReplyTo,
@@ -112,26 +127,10 @@ impl ExitWaiter for ParkedWait {
 
     fn notify(self: Box<Self>, exit: Option<ExitInfo>) {
         let response = match exit {
-            Some(exit) => ok(WaitResponse {
-                exit_status: exit.status,
-                exited_at: MessageField::some(timestamp(exit.at)),
-                ..Default::default()
-            }),
+            Some(exit) => ok(wait_response(exit)),
             None => status(Code::NOT_FOUND, "process deleted before it exited".into()),
         };
         self.0.send(&response);
-    }
-}
-
-/// A successful reply carrying `resp`.
-fn ok(resp: impl Message) -> ttrpc::Response {
-    match resp.write_to_bytes() {
-        Ok(payload) => {
-            let mut out = status(Code::OK, String::new());
-            out.payload = payload;
-            out
-        }
-        Err(e) => status(Code::INTERNAL, format!("encode response: {e}")),
     }
 }
 
@@ -175,6 +174,7 @@ mod tests {
     use crate::events::Publisher;
     use crate::exits::ExitRouter;
     use crate::process::Process;
+    use containerd_shim_protos::api::WaitResponse;
     use runc_wrapper::monitor::{ExitMonitor, Reaper};
 
     fn service() -> Arc<TaskService> {

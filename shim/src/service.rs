@@ -236,14 +236,7 @@ impl TaskService {
             .container(&req.id)
             .and_then(|c| c.process(&req.exec_id))
             .map_err(Box::new);
-        async move {
-            let exit = process.map_err(|e| *e)?.wait().await?;
-            Ok(WaitResponse {
-                exit_status: exit.status,
-                exited_at: MessageField::some(timestamp(exit.at)),
-                ..Default::default()
-            })
-        }
+        async move { Ok(wait_response(process.map_err(|e| *e)?.wait().await?)) }
     }
 
     pub async fn kill(self: Arc<Self>, req: KillRequest) -> Result<Empty> {
@@ -441,6 +434,15 @@ impl TaskService {
         lines.extend(runc_wrapper::inflight::describe());
         lines.extend(crate::blocking::describe());
         lines
+    }
+}
+
+/// What a Wait answers at the exit, parked (`rpc`) or not.
+pub fn wait_response(exit: ExitInfo) -> WaitResponse {
+    WaitResponse {
+        exit_status: exit.status,
+        exited_at: MessageField::some(timestamp(exit.at)),
+        ..Default::default()
     }
 }
 

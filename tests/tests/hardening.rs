@@ -278,7 +278,10 @@ async fn a_create_whose_caller_gave_up_is_rolled_back() {
     let pid_file = bundle.path().join("init.pid");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !pid_file.exists() {
-        assert!(std::time::Instant::now() < deadline, "runc create never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runc create never ran"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     loop {
