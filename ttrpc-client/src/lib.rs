@@ -1,4 +1,5 @@
-//! rshim's async ttrpc client (bug class 2 of ../shared/BUG-CLASSES.md).
+//! rshim's async ttrpc client (bug class 2 in docs/bug-classes.md: a reader task and a
+//! writer task per connection, so a blocked write never stops responses being read).
 //!
 //! One connection = one writer task and one reader task: a blocked socket write never stops
 //! responses from being read and delivered (the deadlock of containerd's old single-loop
