@@ -516,6 +516,7 @@ fn ctr_sees_the_same_from_both_shims() {
 
     let mut table = Vec::new();
     let mut failures = Vec::new();
+    let mut report = Vec::new();
     // RSHIM_SCENARIOS=a,b runs only those (for development).
     let only = std::env::var("RSHIM_SCENARIOS").ok();
     let selected = |name: &str| {
@@ -553,9 +554,39 @@ fn ctr_sees_the_same_from_both_shims() {
             }
             failures.push(msg);
         }
-        if let Some((_, go)) = seen.iter().find(|(rt, _)| *rt == Runtime::Go) {
-            check_reference(name, go);
+        let lacks = |rt: Runtime| -> Option<Vec<String>> {
+            let (_, obs) = seen.iter().find(|(r, _)| *r == rt)?;
+            Some(reference_lacks(name, obs))
+        };
+        let (go_lacks, rshim_lacks) = (lacks(Runtime::Go), lacks(Runtime::Rshim));
+        if let Some(l) = go_lacks.as_ref().filter(|l| !l.is_empty()) {
+            let text = seen
+                .iter()
+                .find(|(rt, _)| *rt == Runtime::Go)
+                .map(|(_, o)| o.0.join("\n"))
+                .unwrap_or_default();
+            failures.push(format!(
+                "reference (Go shim) run of {name} lacks {l:?}:\n{text}"
+            ));
         }
+        report.push(format!(
+            "{name}\t{}\t{}\t{}\t{}",
+            verdict(&go_lacks),
+            verdict(&rshim_lacks),
+            if same { "same" } else { "different" },
+            // The first differing line of each, else what the Go shim lacked, for the table.
+            first_difference(&seen)
+                .or_else(|| go_lacks
+                    .as_ref()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| format!("go lacks {l:?}")))
+                .unwrap_or_default(),
+        ));
+    }
+    // RSHIM_PARITY_REPORT=file: one line per scenario (scripts/matrix.sh's table): name,
+    // Go shim's and rshim's reference checks (pass/fail/-), same/different, first difference.
+    if let Ok(path) = std::env::var("RSHIM_PARITY_REPORT") {
+        std::fs::write(&path, report.join("\n") + "\n").expect("write RSHIM_PARITY_REPORT");
     }
     println!("scenario     go vs rshim\n{}", table.join("\n"));
     drop(events);
@@ -575,9 +606,29 @@ fn ctr_sees_the_same_from_both_shims() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+fn verdict(lacks: &Option<Vec<String>>) -> &'static str {
+    match lacks {
+        None => "-",
+        Some(l) if l.is_empty() => "pass",
+        Some(_) => "fail",
+    }
+}
+
+/// The first line where two observations differ, as `go: ... / rshim: ...` (tabs removed).
+fn first_difference(seen: &[(Runtime, Observation)]) -> Option<String> {
+    let [(_, a), (_, b)] = seen else {
+        return None;
+    };
+    let n = a.0.len().max(b.0.len());
+    (0..n).find(|&i| a.0.get(i) != b.0.get(i)).map(|i| {
+        let line = |o: &Observation| o.0.get(i).cloned().unwrap_or_else(|| "<none>".into());
+        format!("go: {} / rshim: {}", line(a), line(b)).replace('\t', " ")
+    })
+}
+
 /// What the reference shim must show, so a broken harness cannot pass by comparing two
-/// identical failures.
-fn check_reference(name: &str, go: &Observation) {
+/// identical failures: the expected fragments that `go` lacks.
+fn reference_lacks(name: &str, go: &Observation) -> Vec<String> {
     let text = go.0.join("\n");
     let expect: &[&str] = match name {
         "run-echo" => &["code=Some(0)", "stdout=\"hello\""],
@@ -615,10 +666,9 @@ fn check_reference(name: &str, go: &Observation) {
         ],
         _ => &[],
     };
-    for e in expect {
-        assert!(
-            text.contains(e),
-            "reference (Go shim) run of {name} lacks {e:?}:\n{text}"
-        );
-    }
+    expect
+        .iter()
+        .filter(|e| !text.contains(*e))
+        .map(|e| e.to_string())
+        .collect()
 }
