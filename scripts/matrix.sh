@@ -46,8 +46,12 @@ log() { printf '[matrix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
 
 mkdir -p "$CACHE/runs"
+# One run at a time per cache (the roots and their /tmp are shared).
+exec 9> "$CACHE/.lock"
+flock -n 9 || { echo "scripts/matrix.sh: another run holds $CACHE/.lock" >&2; exit 1; }
 RUN="$(mktemp -d "$CACHE/runs/run.XXXXXX")"
 RESULTS="$RUN/results.tsv"
+mkdir -p "$RUN/pids"
 : > "$RESULTS"
 FAILED_TARGETS=()
 
@@ -73,10 +77,14 @@ cleanup() {
   runc_cleanup "$DSTATE/exec/runtime-runc/moby" "$DSTATE" > /dev/null 2>&1
   unmount_under "$DSTATE"
   rm -rf "$DSTATE"
-  for root in "$CACHE"/trixie "$CACHE"/sid "$CACHE"/*.building "$RUN"; do
+  for root in "$CACHE"/trixie "$CACHE"/sid "$CACHE"/*.building; do
     [ -d "$root" ] || continue
     kill_in_root "$root"
+    root_runc_cleanup "$root"
     unmount_under "$root"
+    # Temp dirs of a killed test or dockerd (only once nothing is mounted under the root).
+    awk -v r="$root" 'index($5, r "/") == 1 || $5 == r {f=1} END {exit f}' /proc/self/mountinfo \
+      && rm -rf "$root"/tmp/rsh-* "$root"/tmp/rmx-*
   done
   if [ -z "${RSHIM_MATRIX_KEEP:-}" ] && [ $rc = 0 ]; then
     rm -rf "$RUN"
@@ -92,6 +100,22 @@ kill_in_root() {
   for p in /proc/[0-9]*; do
     r="$(readlink "$p/root" 2>/dev/null)" || continue
     case "$r" in "$root" | "$root"/*) kill -KILL "${p#/proc/}" 2>/dev/null ;; esac
+  done
+}
+
+# Containers left by a run inside root $1 (its test or dockerd killed): runc state whose bundle
+# exists inside the root, killed and deleted with the root's runc.
+root_runc_cleanup() {
+  local root="$1" d id bundle
+  [ -x "$root/usr/sbin/runc" ] && mountpoint -q "$root/proc" || return 0
+  for d in "$root"/run/containerd/runc/* "$root"/tmp/rmx-*/exec/runtime-runc/*; do
+    [ -d "$d" ] || continue
+    for id in $(ls "$d" 2>/dev/null); do
+      bundle="$(sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p' "$d/$id/state.json" 2>/dev/null)"
+      [ -n "$bundle" ] && [ -d "$root$bundle" ] || continue
+      chroot "$root" runc --root "${d#"$root"}" kill "$id" KILL > /dev/null 2>&1
+      chroot "$root" runc --root "${d#"$root"}" delete --force "$id" > /dev/null 2>&1
+    done
   done
 }
 
@@ -283,9 +307,13 @@ containerd_target() {
   local report=/opt/rshim/parity.tsv rc=0
   rm -f "$root$report"
   mkdir -p "$root/opt/rshim/logs"
-  in_root "$root" RSHIM_BIN_DIR=/opt/rshim/bin RSHIM_PARITY_REPORT="$report" RSHIM_CONTAINERD_LOG_DIR=/opt/rshim/logs \
+  # In the background and waited for, so that a signal to this script runs its cleanup at once.
+  $(root_cmd "$root") RSHIM_BIN_DIR=/opt/rshim/bin RSHIM_PARITY_REPORT="$report" RSHIM_CONTAINERD_LOG_DIR=/opt/rshim/logs \
     timeout -s KILL 1200 /opt/rshim/ctr_parity --nocapture --test-threads=1 \
-    > "$RUN/parity-$suite.log" 2>&1 || rc=$?
+    > "$RUN/parity-$suite.log" 2>&1 &
+  echo $! > "$RUN/pids/parity-$suite"
+  wait $! || rc=$?
+  rm -f "$RUN/pids/parity-$suite"
   if [ ! -s "$root$report" ]; then
     tail -n 40 "$RUN/parity-$suite.log" >&2
     target_failed "$suite" "ctr parity did not run (exit $rc; log $RUN/parity-$suite.log)"
