@@ -86,6 +86,11 @@ cleanup() {
     awk -v r="$root" 'index($5, r "/") == 1 || $5 == r {f=1} END {exit f}' /proc/self/mountinfo \
       && rm -rf "$root"/tmp/rsh-* "$root"/tmp/rmx-*
   done
+  # A root whose build failed (nothing is mounted in it any more).
+  for root in "$CACHE"/*.building; do
+    [ -d "$root" ] || continue
+    awk -v r="$root" 'index($5, r "/") == 1 || $5 == r {f=1} END {exit f}' /proc/self/mountinfo && rm -rf "$root"
+  done
   if [ -z "${RSHIM_MATRIX_KEEP:-}" ] && [ $rc = 0 ]; then
     rm -rf "$RUN"
   else
