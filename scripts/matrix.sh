@@ -115,7 +115,8 @@ root_runc_cleanup() {
   [ -x "$root/usr/sbin/runc" ] && mountpoint -q "$root/proc" || return 0
   for d in "$root"/run/containerd/runc/* "$root"/tmp/rmx-*/exec/runtime-runc/*; do
     [ -d "$d" ] || continue
-    for id in $(ls "$d" 2>/dev/null); do
+    for id in "$d"/*; do
+      id="${id##*/}"
       bundle="$(sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p' "$d/$id/state.json" 2>/dev/null)"
       [ -n "$bundle" ] && [ -d "$root$bundle" ] || continue
       chroot "$root" runc --root "${d#"$root"}" kill "$id" KILL > /dev/null 2>&1
@@ -283,7 +284,8 @@ in_root() {
 runc_cleanup() {
   local runc_root="$1" under="$2" runc="${3:-runc}" id
   [ -d "$runc_root" ] || return 0
-  for id in $(ls "$runc_root" 2>/dev/null); do
+  for id in "$runc_root"/*; do
+    id="${id##*/}"
     if grep -q "\"$under" "$runc_root/$id/state.json" 2>/dev/null; then
       "$runc" --root "$runc_root" kill "$id" KILL 2>/dev/null
       "$runc" --root "$runc_root" delete --force "$id" 2>/dev/null
@@ -468,15 +470,14 @@ start_docker() {
     "$cver" "$DSTATE" "$DSTATE" "$disabled" "$DSTATE" "$DSTATE" > "$host_dir$DSTATE/ctrd.toml"
   $run_in env PATH="$path" "$ctrd" --config "$DSTATE/ctrd.toml" > "$RUN/containerd-$CUR.log" 2>&1 &
   echo $! > "$RUN/pids/containerd-$CUR"
-  local i
-  for i in $(seq 1 100); do [ -S "$host_dir$DSTATE/ctrd.sock" ] && break; sleep 0.2; done
+  for _ in $(seq 1 100); do [ -S "$host_dir$DSTATE/ctrd.sock" ] && break; sleep 0.2; done
   [ -S "$host_dir$DSTATE/ctrd.sock" ] || { tail -n 20 "$RUN/containerd-$CUR.log" >&2; return 1; }
   $run_in env PATH="$path" "$dockerd" --data-root "$DSTATE/data" --exec-root "$DSTATE/exec" \
     -H "unix://$DSTATE/docker.sock" --pidfile "$DSTATE/docker.pid" --containerd "$DSTATE/ctrd.sock" \
     --config-file "$DSTATE/daemon.json" --bridge none --iptables=false $extra \
     > "$RUN/dockerd-$CUR.log" 2>&1 &
   echo $! > "$RUN/pids/dockerd-$CUR"
-  for i in $(seq 1 150); do $run_in $DK version > /dev/null 2>&1 && return 0; sleep 0.2; done
+  for _ in $(seq 1 150); do $run_in $DK version > /dev/null 2>&1 && return 0; sleep 0.2; done
   tail -n 20 "$RUN/dockerd-$CUR.log" >&2
   return 1
 }
@@ -580,8 +581,8 @@ bookworm_docker_target() {
     stop_docker "" ""
   done
   # Merge: the Go column from the Go daemon's run, the rshim column from the drop-in's run.
-  local tg c g _r d tr cr rr rd
-  while IFS=$'\t' read -r tg c g _r d && IFS=$'\t' read -r tr cr _g rr rd <&3; do
+  local tg c g _r d rr rd
+  while IFS=$'\t' read -r tg c g _r d && IFS=$'\t' read -r _ _ _ rr rd <&3; do
     local go_obs="${d#go: }"; go_obs="${go_obs%% / rshim: *}"
     local rs_obs="${rd##* / rshim: }"
     local rv="${rr%% *}"; rv="${rv%,}"
