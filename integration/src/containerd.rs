@@ -36,6 +36,36 @@ pub fn rshim_bin_dir() -> PathBuf {
         .unwrap_or_else(|_| crate::workspace_root().join("target").join("debug"))
 }
 
+/// The containerd config version: `RSHIM_CONTAINERD_CONFIG_VERSION`, else 3 for containerd 2.x
+/// (`containerd --version` of the one on PATH, as in a Debian sid root) and 2 for 1.x.
+pub fn config_version() -> u32 {
+    if let Some(v) = std::env::var("RSHIM_CONTAINERD_CONFIG_VERSION")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return v;
+    }
+    let out = Command::new("containerd")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    // "containerd github.com/containerd/containerd/v2 2.1.9~ds1 ..."
+    let major = out.split_whitespace().nth(2).and_then(|v| {
+        v.trim_start_matches('v')
+            .split('.')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    if major.is_some_and(|m| m >= 2) {
+        3
+    } else {
+        2
+    }
+}
+
 /// The bridge pods are attached to (`CNI_BRIDGE` in `CNI_SUBNET`), deleted with the containerd.
 pub const CNI_BRIDGE: &str = "rshim-cni0";
 pub const CNI_SUBNET: &str = "10.213.7.0/24";
@@ -94,14 +124,21 @@ impl PrivateContainerd {
         let dir = tempfile::Builder::new().prefix("rsh-").tempdir_in("/tmp")?;
         let d = dir.path();
         let address = d.join("c.sock").to_string_lossy().into_owned();
-        let disabled = if opts.cri {
-            "[]"
-        } else {
-            r#"["io.containerd.grpc.v1.cri"]"#
+        let version = config_version();
+        let disabled = match (opts.cri, version) {
+            (true, _) => "[]",
+            (false, 2) => r#"["io.containerd.grpc.v1.cri"]"#,
+            // containerd 2.x split CRI into the runtime and image services and the gRPC one.
+            (false, _) => {
+                r#"["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]"#
+            }
         };
+        if opts.cri && version != 2 {
+            bail!("the CRI options are written for config version 2 (containerd 1.x)");
+        }
         let config =
             format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
+            "version = {version}\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
              [grpc]\n  address = \"{address}\"\n[ttrpc]\n  address = \"{address}.ttrpc\"\n\
              [debug]\n  level = \"debug\"\n{cri}",
             root = d.join("root").display(),
@@ -289,6 +326,20 @@ impl PrivateContainerd {
             self.remove_all();
         }
         self.stop_daemon();
+        // RSHIM_CONTAINERD_LOG_DIR=dir keeps containerd's log (scripts/matrix.sh reads how it
+        // started each shim).
+        if let Ok(keep) = std::env::var("RSHIM_CONTAINERD_LOG_DIR") {
+            let name = self
+                .dir
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let _ = std::fs::copy(
+                self.dir.path().join("containerd.log"),
+                Path::new(&keep).join(format!("containerd-{name}.log")),
+            );
+        }
         kill_shims_of(&self.address);
         delete_orphaned_containers(self.dir.path());
         unmount_under(self.dir.path());

@@ -583,6 +583,7 @@ fn ctr_sees_the_same_from_both_shims() {
 
     let mut table = Vec::new();
     let mut failures = Vec::new();
+    let mut report = Vec::new();
     // RSHIM_SCENARIOS=a,b runs only those (for development).
     let only = std::env::var("RSHIM_SCENARIOS").ok();
     let selected = |name: &str| {
@@ -622,11 +623,25 @@ fn ctr_sees_the_same_from_both_shims() {
             seen.push((rt, Observation(x.lines)));
         }
         let same = seen.windows(2).all(|w| w[0].1 == w[1].1);
+        // Every differing line a known Go shim defect (`explain`): rshim is right, not a failure.
+        let diffs = differences(&seen);
+        let explained = !same && diffs.iter().all(|(_, why)| why.is_some());
         table.push(format!(
             "{name:12} {}",
-            if same { "same" } else { "DIFFERENT" }
+            if same {
+                "same"
+            } else if explained {
+                "same but for a known Go shim defect"
+            } else {
+                "DIFFERENT"
+            }
         ));
-        if !same {
+        if explained {
+            for (d, why) in &diffs {
+                println!("{name}: {d} [{}]", why.unwrap_or_default());
+            }
+        }
+        if !same && !explained {
             let mut msg = format!("scenario {name} differs:\n");
             for (rt, obs) in &seen {
                 msg.push_str(&format!("  [{}]\n", rt.name()));
@@ -636,9 +651,50 @@ fn ctr_sees_the_same_from_both_shims() {
             }
             failures.push(msg);
         }
-        if let Some((_, go)) = seen.iter().find(|(rt, _)| *rt == Runtime::Go) {
-            check_reference(name, go);
+        let lacks = |rt: Runtime| -> Option<Vec<String>> {
+            let (_, obs) = seen.iter().find(|(r, _)| *r == rt)?;
+            Some(reference_lacks(name, obs))
+        };
+        let (go_lacks, rshim_lacks) = (lacks(Runtime::Go), lacks(Runtime::Rshim));
+        if let Some(l) = go_lacks.as_ref().filter(|l| !l.is_empty()) {
+            let text = seen
+                .iter()
+                .find(|(rt, _)| *rt == Runtime::Go)
+                .map(|(_, o)| o.0.join("\n"))
+                .unwrap_or_default();
+            failures.push(format!(
+                "reference (Go shim) run of {name} lacks {l:?}:\n{text}"
+            ));
         }
+        let comparison = if same {
+            "same"
+        } else if explained {
+            "explained"
+        } else {
+            "different"
+        };
+        let mut detail: Vec<String> = diffs
+            .iter()
+            .map(|(d, why)| match why {
+                Some(why) => format!("{d} [explained: {why}]"),
+                None => d.clone(),
+            })
+            .collect();
+        if let Some(l) = go_lacks.as_ref().filter(|l| !l.is_empty()) {
+            detail.push(format!("go lacks {l:?}"));
+        }
+        report.push(format!(
+            "{name}\t{}\t{}\t{comparison}\t{}",
+            verdict(&go_lacks),
+            verdict(&rshim_lacks),
+            detail.join(" || "),
+        ));
+    }
+    // RSHIM_PARITY_REPORT=file: one line per scenario (scripts/matrix.sh's table): name,
+    // Go shim's and rshim's reference checks (pass/fail/-), same/explained/different, the
+    // differing lines.
+    if let Ok(path) = std::env::var("RSHIM_PARITY_REPORT") {
+        std::fs::write(&path, report.join("\n") + "\n").expect("write RSHIM_PARITY_REPORT");
     }
     println!("scenario     go vs rshim\n{}", table.join("\n"));
     drop(events);
@@ -658,9 +714,66 @@ fn ctr_sees_the_same_from_both_shims() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+fn verdict(lacks: &Option<Vec<String>>) -> &'static str {
+    match lacks {
+        None => "-",
+        Some(l) if l.is_empty() => "pass",
+        Some(_) => "fail",
+    }
+}
+
+/// Every line where the two observations differ, as `go: ... / rshim: ...` (tabs removed),
+/// with the reason when it is a known divergence in which rshim is right (`explain`).
+fn differences(seen: &[(Runtime, Observation)]) -> Vec<(String, Option<&'static str>)> {
+    let [(_, a), (_, b)] = seen else {
+        return Vec::new();
+    };
+    let n = a.0.len().max(b.0.len());
+    (0..n)
+        .filter(|&i| a.0.get(i) != b.0.get(i))
+        .map(|i| {
+            let (go, rs) = (
+                a.0.get(i).map_or("<none>", String::as_str),
+                b.0.get(i).map_or("<none>", String::as_str),
+            );
+            let text = format!("go: {go} / rshim: {rs}").replace('\t', " ");
+            (text, explain(go, rs))
+        })
+        .collect()
+}
+
+/// Known divergences seen on other containerd versions (scripts/matrix.sh), where the Go shim's
+/// line is rshim's plus a Go shim defect:
+/// - ctr resizes the pty of `task exec -t` after the exec exited; the Go shim answers "cannot
+///   resize a stopped container" (ctr prints it as an ERRO line), rshim answers Ok
+///   (`resize_pty` in shim/src/service.rs, on purpose);
+/// - the Go shim of containerd 2.x loses `/tasks/delete` when it shuts down right after Delete.
+fn explain(go: &str, rshim: &str) -> Option<&'static str> {
+    const ERRO: &str = "\\n\\u{1b}[31mERRO";
+    const RESIZE: &str = "cannot resize a stopped container\\\"";
+    if let (Some(i), Some(j)) = (go.find(ERRO), go.find(RESIZE)) {
+        if i < j && format!("{}{}", &go[..i], &go[j + RESIZE.len()..]) == rshim {
+            return Some("the Go shim refuses ctr's resize after the exec exited");
+        }
+    }
+    if let (Some(g), Some(r)) = (go.strip_prefix("events: "), rshim.strip_prefix("events: ")) {
+        fn without(s: &str) -> Vec<&str> {
+            s.split(' ').filter(|t| *t != "/tasks/delete").collect()
+        }
+        let (gd, rd) = (
+            g.matches("/tasks/delete").count(),
+            r.matches("/tasks/delete").count(),
+        );
+        if gd < rd && without(g) == without(r) {
+            return Some("the Go shim lost /tasks/delete");
+        }
+    }
+    None
+}
+
 /// What the reference shim must show, so a broken harness cannot pass by comparing two
-/// identical failures.
-fn check_reference(name: &str, go: &Observation) {
+/// identical failures: the expected fragments that `go` lacks.
+fn reference_lacks(name: &str, go: &Observation) -> Vec<String> {
     let text = go.0.join("\n");
     let expect: &[&str] = match name {
         "run-echo" => &["code=Some(0)", "stdout=\"hello\""],
@@ -698,10 +811,23 @@ fn check_reference(name: &str, go: &Observation) {
         ],
         _ => &[],
     };
-    for e in expect {
-        assert!(
-            text.contains(e),
-            "reference (Go shim) run of {name} lacks {e:?}:\n{text}"
-        );
-    }
+    expect
+        .iter()
+        .filter(|e| !text.contains(*e))
+        .map(|e| e.to_string())
+        .collect()
+}
+
+/// The divergences `explain` accepts, as seen on containerd 1.7 and 2.1, and nothing more.
+#[test]
+fn known_divergences_are_narrow() {
+    let go = r#"exec -t: code=Some(2) timed_out=false stdout="/dev/pts/1\n\u{1b}[31mERRO\u{1b}[0m[0000] resize pty                                    \u{1b}[31merror\u{1b}[0m=\"cannot resize a stopped container\"" stderr="""#;
+    let rshim = r#"exec -t: code=Some(2) timed_out=false stdout="/dev/pts/1" stderr="""#;
+    assert!(explain(go, rshim).is_some());
+    assert!(explain(go, &rshim.replace("pts/1", "pts/2")).is_none());
+    let go = "events: /containers/create /tasks/create /tasks/start /tasks/exit /containers/delete";
+    let rshim = "events: /containers/create /tasks/create /tasks/start /tasks/exit /tasks/delete /containers/delete";
+    assert!(explain(go, rshim).is_some());
+    assert!(explain(rshim, go).is_none());
+    assert!(explain(go, &rshim.replace("/tasks/exit ", "")).is_none());
 }

@@ -1,0 +1,652 @@
+#!/usr/bin/env bash
+# rshim beside each target's own Go shim, on containerd/runc/Docker versions other than the
+# host's: Debian trixie (containerd 1.7, runc 1.1), Debian sid (containerd 2.1, runc 1.3,
+# Docker 28) in chroots built with debootstrap and cached outside the clone, and the host's
+# Docker 20.10 (bookworm's docker.io). Prints `target | check | Go shim | rshim` and exits
+# non-zero if rshim fails where the Go shim passes, or if a target cannot start.
+#
+#   scripts/matrix.sh                 # every target
+#   scripts/matrix.sh trixie sid      # some of: trixie sid sid-docker bookworm-docker
+#   RSHIM_MATRIX_CACHE=/var/cache/rshim-matrix (default)   RSHIM_MATRIX_MIRROR=http://deb.debian.org/debian
+#   RSHIM_MATRIX_KEEP=1               # keep the work dir (logs) under $CACHE/runs/
+#   RSHIM_MATRIX_ROOTS_ONLY=1         # only build (or check) the cached roots
+#
+# Run as root. Installs debootstrap (and, for bookworm-docker, docker.io) on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WS="$PWD"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/matrix.sh: run as root" >&2
+  exit 1
+fi
+
+CACHE="${RSHIM_MATRIX_CACHE:-/var/cache/rshim-matrix}"
+# Docker state (also inside a root): short, for unix socket paths.
+DSTATE=/tmp/rmx-$$
+MIRROR="${RSHIM_MATRIX_MIRROR:-http://deb.debian.org/debian}"
+ALL_TARGETS=(trixie sid sid-docker bookworm-docker)
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
+for t in "${TARGETS[@]}"; do
+  case " ${ALL_TARGETS[*]} " in *" $t "*) ;; *) echo "unknown target $t (one of: ${ALL_TARGETS[*]})" >&2; exit 2 ;; esac
+done
+
+# Packages of each root (Debian's own): what the harness runs (containerd, ctr, runc, the
+# static busybox the test image is made of, script/unshare, ip) and, in sid, Docker.
+ROOT_PKGS_COMMON="containerd runc busybox-static util-linux bsdutils iproute2 procps criu"
+root_pkgs() {
+  case "$1" in
+    trixie) echo "$ROOT_PKGS_COMMON" ;;
+    sid) echo "$ROOT_PKGS_COMMON docker.io docker-cli tini" ;;
+  esac
+}
+
+log() { printf '[matrix %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+mkdir -p "$CACHE/runs"
+# One run at a time per cache (the roots and their /tmp are shared).
+exec 9> "$CACHE/.lock"
+flock -n 9 || { echo "scripts/matrix.sh: another run holds $CACHE/.lock" >&2; exit 1; }
+RUN="$(mktemp -d "$CACHE/runs/run.XXXXXX")"
+RESULTS="$RUN/results.tsv"
+mkdir -p "$RUN/pids"
+: > "$RESULTS"
+FAILED_TARGETS=()
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup: every daemon we started (pid files under $RUN/pids), every mount under the roots.
+cleanup() {
+  local rc=$?
+  set +e
+  for pf in "$RUN"/pids/*; do
+    [ -f "$pf" ] || continue
+    local pid
+    pid="$(cat "$pf")"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null
+    fi
+    rm -f "$pf"
+  done
+  # The host's Docker 20.10 run: shims of its containerd, containers of its runc root.
+  local pid
+  for pid in $(pids_with_args -address "$DSTATE/ctrd.sock"); do kill -KILL "$pid" 2>/dev/null; done
+  runc_cleanup "$DSTATE/exec/runtime-runc/moby" "$DSTATE" > /dev/null 2>&1
+  unmount_under "$DSTATE"
+  rm -rf "$DSTATE"
+  for root in "$CACHE"/trixie "$CACHE"/sid "$CACHE"/*.building; do
+    [ -d "$root" ] || continue
+    kill_in_root "$root"
+    root_runc_cleanup "$root"
+    unmount_under "$root"
+    # Temp dirs of a killed test or dockerd (only once nothing is mounted under the root).
+    awk -v r="$root" 'index($5, r "/") == 1 || $5 == r {f=1} END {exit f}' /proc/self/mountinfo \
+      && rm -rf "$root"/tmp/rsh-* "$root"/tmp/rmx-*
+  done
+  # A root whose build failed (nothing is mounted in it any more).
+  for root in "$CACHE"/*.building; do
+    [ -d "$root" ] || continue
+    awk -v r="$root" 'index($5, r "/") == 1 || $5 == r {f=1} END {exit f}' /proc/self/mountinfo && rm -rf "$root"
+  done
+  if [ -z "${RSHIM_MATRIX_KEEP:-}" ] && [ $rc = 0 ]; then
+    rm -rf "$RUN"
+  else
+    log "logs kept in $RUN"
+  fi
+  exit $rc
+}
+
+# Processes whose root or cwd is inside $1 (shims, containers, daemons left by a failure).
+kill_in_root() {
+  local root="$1" p r
+  for p in /proc/[0-9]*; do
+    r="$(readlink "$p/root" 2>/dev/null)" || continue
+    case "$r" in "$root" | "$root"/*) kill -KILL "${p#/proc/}" 2>/dev/null ;; esac
+  done
+}
+
+# Containers left by a run inside root $1 (its test or dockerd killed): runc state whose bundle
+# exists inside the root, killed and deleted with the root's runc.
+root_runc_cleanup() {
+  local root="$1" d id bundle
+  [ -x "$root/usr/sbin/runc" ] && mountpoint -q "$root/proc" || return 0
+  for d in "$root"/run/containerd/runc/* "$root"/tmp/rmx-*/exec/runtime-runc/*; do
+    [ -d "$d" ] || continue
+    for id in "$d"/*; do
+      id="${id##*/}"
+      bundle="$(sed -n 's/.*"bundle":"\([^"]*\)".*/\1/p' "$d/$id/state.json" 2>/dev/null)"
+      [ -n "$bundle" ] && [ -d "$root$bundle" ] || continue
+      chroot "$root" runc --root "${d#"$root"}" kill "$id" KILL > /dev/null 2>&1
+      chroot "$root" runc --root "${d#"$root"}" delete --force "$id" > /dev/null 2>&1
+    done
+  done
+}
+
+# Every mount point under $1 (deepest first), lazily.
+unmount_under() {
+  local root="$1" m
+  for _ in 1 2 3; do
+    local mounts
+    mounts="$(awk -v r="$root" '$5 == r || index($5, r "/") == 1 {print $5}' /proc/self/mountinfo | sort -r -u)"
+    [ -n "$mounts" ] || return 0
+    while read -r m; do
+      [ -n "$m" ] && umount -l "$m" 2>/dev/null
+    done <<< "$mounts"
+  done
+  if awk -v r="$root" '$5 == r || index($5, r "/") == 1 {f=1} END {exit !f}' /proc/self/mountinfo; then
+    log "WARNING: mounts left under $root"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# Roots.
+
+# Binds the host's /proc, /sys, /dev, /run into $1 and the root onto itself (runc's pivot_root
+# needs the root to be a mount point).
+enter_mounts() {
+  local root="$1"
+  if ! mountpoint -q "$root"; then mount --bind "$root" "$root"; fi
+  mount --make-private "$root"
+  for d in proc sys dev run; do
+    mkdir -p "$root/$d"
+    mountpoint -q "$root/$d" || mount --rbind "/$d" "$root/$d"
+    mount --make-rslave "$root/$d"
+  done
+  # cgroup v1: the host's hierarchy is under /sys/fs/cgroup already (rbind).
+}
+
+# Builds (or reuses) the root of suite $1 at $CACHE/$1; the stamp holds the package list.
+ensure_root() {
+  local suite="$1" root="$CACHE/$1" pkgs stamp
+  pkgs="$(root_pkgs "$suite")"
+  stamp="suite=$suite mirror=$MIRROR pkgs=$pkgs v=1"
+  if [ -f "$root/.rshim-matrix-stamp" ] && [ "$(cat "$root/.rshim-matrix-stamp")" = "$stamp" ]; then
+    log "$suite: cached root $root"
+    return 0
+  fi
+  # Same suite and mirror, another package list: install the list into the cached root
+  # (RSHIM_MATRIX_REBUILD=1 forces a new debootstrap).
+  if [ -z "${RSHIM_MATRIX_REBUILD:-}" ] && [ -f "$root/.rshim-matrix-stamp" ] \
+    && [ "$(sed 's/ pkgs=.*//' "$root/.rshim-matrix-stamp")" = "suite=$suite mirror=$MIRROR" ]; then
+    log "$suite: package list changed: apt-get install $pkgs in the cached root"
+    enter_mounts "$root"
+    # shellcheck disable=SC2086
+    if chroot "$root" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+      sh -c "apt-get -o Acquire::Check-Valid-Until=false update -q && apt-get install -y -q --no-install-recommends $pkgs && apt-get clean" \
+      > "$RUN/apt-$suite.log" 2>&1; then
+      unmount_under "$root"
+      echo "$stamp" > "$root/.rshim-matrix-stamp"
+      log "$suite: root ready: $(root_versions "$suite")"
+      return 0
+    fi
+    tail -n 20 "$RUN/apt-$suite.log" >&2
+    unmount_under "$root"
+    log "$suite: in-place install failed: rebuilding the root"
+  fi
+  command -v debootstrap > /dev/null || {
+    log "installing debootstrap on the host"
+    apt-get update -qq > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap > /dev/null \
+      || die "cannot install debootstrap on the host"
+  }
+  local tmp="$CACHE/$suite.building"
+  unmount_under "$tmp"
+  rm -rf "$tmp"
+  [ -d "$root" ] && { unmount_under "$root"; }
+  log "$suite: debootstrap (minbase) into $tmp"
+  if ! debootstrap --variant=minbase "$suite" "$tmp" "$MIRROR" > "$RUN/debootstrap-$suite.log" 2>&1; then
+    tail -n 20 "$RUN/debootstrap-$suite.log" >&2
+    die "$suite: debootstrap failed (log above, full: $RUN/debootstrap-$suite.log)"
+  fi
+  # No service starts inside the root.
+  printf '#!/bin/sh\nexit 101\n' > "$tmp/usr/sbin/policy-rc.d"
+  chmod 755 "$tmp/usr/sbin/policy-rc.d"
+  log "$suite: apt-get install $pkgs"
+  enter_mounts "$tmp"
+  # shellcheck disable=SC2086
+  if ! chroot "$tmp" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    sh -c "apt-get -o Acquire::Check-Valid-Until=false update -q && apt-get install -y -q --no-install-recommends $pkgs" \
+    > "$RUN/apt-$suite.log" 2>&1; then
+    tail -n 20 "$RUN/apt-$suite.log" >&2
+    unmount_under "$tmp"
+    die "$suite: apt-get install of '$pkgs' failed in the root (log above, full: $RUN/apt-$suite.log)"
+  fi
+  chroot "$tmp" apt-get clean
+  unmount_under "$tmp"
+  for b in containerd ctr runc containerd-shim-runc-v2 busybox script unshare; do
+    [ -x "$tmp/usr/bin/$b" ] || [ -x "$tmp/usr/sbin/$b" ] || [ -x "$tmp/bin/$b" ] \
+      || die "$suite: the root has no $b after installing '$pkgs'"
+  done
+  rm -rf "$root"
+  mv "$tmp" "$root"
+  echo "$stamp" > "$root/.rshim-matrix-stamp"
+  log "$suite: root ready: $(root_versions "$suite")"
+}
+
+root_versions() {
+  local root="$CACHE/$1"
+  chroot "$root" dpkg-query -W -f '${db:Status-Abbrev}${Package} ${Version}\n' containerd runc docker.io 2>/dev/null \
+    | awk '$1 == "ii" {print $2 " " $3}' | tr '\n' ';' | sed 's/;$//; s/;/, /g'
+}
+
+
+# A result row: target, check, Go shim's verdict, rshim's verdict, detail (kept in the log).
+result() { printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-}" >> "$RESULTS"; }
+target_failed() {
+  log "TARGET FAILED: $1: $2"
+  result "$1" "(target could not run)" "FAIL" "FAIL" "$2"
+  FAILED_TARGETS+=("$1")
+}
+
+# ---------------------------------------------------------------------------------------------
+# What is tested: the static release shim and the compiled ctr parity test.
+build() {
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo > /dev/null || bash scripts/install-deps.sh
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  log "building the static release shim"
+  bash scripts/build-release.sh --shim-only > "$RUN/build-release.log" 2>&1 \
+    || { tail -n 30 "$RUN/build-release.log" >&2; die "build-release.sh failed"; }
+  SHIM="$WS/target/x86_64-unknown-linux-gnu/release/containerd-shim-rshim-v2"
+  log "building the ctr parity test binary"
+  cargo test --locked --no-run --message-format=json -p rshim-integration --test ctr_parity \
+    > "$RUN/build-test.json" 2> "$RUN/build-test.log" \
+    || { tail -n 30 "$RUN/build-test.log" >&2; die "cargo test --no-run failed"; }
+  PARITY_BIN="$(sed -n 's/.*"executable":"\([^"]*\/ctr_parity-[^"]*\)".*/\1/p' "$RUN/build-test.json" | tail -n 1)"
+  [ -x "$PARITY_BIN" ] || die "no ctr_parity executable in cargo's output ($RUN/build-test.json)"
+}
+
+# Copies rshim and the test binary into $1/opt/rshim.
+stage() {
+  local root="$1"
+  rm -rf "$root/opt/rshim"
+  mkdir -p "$root/opt/rshim/bin"
+  cp "$SHIM" "$root/opt/rshim/bin/containerd-shim-rshim-v2"
+  cp "$PARITY_BIN" "$root/opt/rshim/ctr_parity"
+}
+
+# The command prefix that runs a command in root $1 with a clean environment (words, so that
+# `$(root_cmd R) cmd &` gives the command's own pid: chroot and env exec).
+root_cmd() {
+  echo "chroot $1 /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 PATH=/opt/rshim/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+in_root() {
+  local root="$1"
+  shift
+  $(root_cmd "$root") "$@"
+}
+
+# runc containers of runc root $1 whose bundle is under $2: killed and deleted (after a failure).
+runc_cleanup() {
+  local runc_root="$1" under="$2" runc="${3:-runc}" id
+  [ -d "$runc_root" ] || return 0
+  for id in "$runc_root"/*; do
+    id="${id##*/}"
+    if grep -q "\"$under" "$runc_root/$id/state.json" 2>/dev/null; then
+      "$runc" --root "$runc_root" kill "$id" KILL 2>/dev/null
+      "$runc" --root "$runc_root" delete --force "$id" 2>/dev/null
+    fi
+  done
+}
+
+# Live processes whose command line has the two consecutive words $1 $2 (our shims: `-address SOCK`).
+pids_with_args() {
+  local p args
+  for p in /proc/[0-9]*; do
+    args="$( { tr '\0' '\n' < "$p/cmdline"; } 2>/dev/null)" || continue
+    case "$args" in *"$2"*) ;; *) continue ;; esac
+    grep -x -A1 -F -- "$1" <<< "$args" | grep -qxF -- "$2" && echo "${p#/proc/}"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# containerd targets: the ctr parity scenarios inside the root, with its containerd and Go shim.
+containerd_target() {
+  local suite="$1" root="$CACHE/$1" versions
+  versions="$(root_versions "$suite")"
+  log "$suite: ctr parity ($versions)"
+  enter_mounts "$root"
+  stage "$root"
+  local report=/opt/rshim/parity.tsv rc=0
+  rm -f "$root$report"
+  mkdir -p "$root/opt/rshim/logs"
+  # In the background and waited for, so that a signal to this script runs its cleanup at once.
+  $(root_cmd "$root") RSHIM_BIN_DIR=/opt/rshim/bin RSHIM_PARITY_REPORT="$report" RSHIM_CONTAINERD_LOG_DIR=/opt/rshim/logs \
+    timeout -s KILL 1200 /opt/rshim/ctr_parity --nocapture --test-threads=1 \
+    > "$RUN/parity-$suite.log" 2>&1 &
+  echo $! > "$RUN/pids/parity-$suite"
+  wait $! || rc=$?
+  rm -f "$RUN/pids/parity-$suite"
+  if [ ! -s "$root$report" ]; then
+    tail -n 40 "$RUN/parity-$suite.log" >&2
+    target_failed "$suite" "ctr parity did not run (exit $rc; log $RUN/parity-$suite.log)"
+    return
+  fi
+  local name go rshim same diff
+  while IFS=$'\t' read -r name go rshim same diff; do
+    local g r
+    g="$go"
+    case "$same" in
+      same) r="$rshim (same)" ;;
+      # Every differing line is a known Go shim defect (ctr_parity.rs, `explain`).
+      explained) r="$rshim (differs: Go shim defect)" ;;
+      *) r="$rshim, DIFFERENT" ;;
+    esac
+    result "$suite" "ctr $name" "$g" "$r" "$diff"
+  done < "$root$report"
+  cp "$root"/opt/rshim/logs/*.log "$RUN/" 2>/dev/null && mv "$RUN"/containerd-rsh-*.log "$RUN/containerd-parity-$suite.log" 2>/dev/null || true
+  start_protocol "$suite" "$RUN/containerd-parity-$suite.log"
+  log "$suite: ctr parity exit $rc"
+}
+
+# How containerd took each shim's `start` answer: its "shim bootstrap parameters" debug line
+# (address dropped), attributed to the runtime of the shim log line just before it, and any
+# error of a shim start. One row: what each runtime's starts showed, and how many were accepted.
+start_protocol() {
+  local target="$1" logf="$2"
+  [ -s "$logf" ] || { result "$target" "shim start accepted (containerd log)" "?" "?" "no containerd log"; return; }
+  local go rs
+  # containerd 1.7: `msg="shim bootstrap parameters" ... protocol=ttrpc` after the shim's own
+  # log line (runtime=...); 2.x: `msg="connecting to shim ID" ... protocol=ttrpc version=N`,
+  # with ids ending in -go / -rshim (ctr parity) or the runtime's last log line (Docker).
+  # containerd 1.7 logs `msg="shim bootstrap parameters" ... protocol=ttrpc`, 2.x
+  # `msg="connecting to shim ID" ... protocol=ttrpc version=N`; rshim logs "shim ID serving"
+  # (runtime=io.containerd.rshim.v2) just before containerd reads its answer.
+  # (rshim's ids are collected in a first pass: its line may come after containerd's.)
+  local prog='NR == FNR { if (/serving \(namespace/ && match($0, /msg="shim [^ ]+ serving/)) {
+        id = substr($0, RSTART + 10, RLENGTH - 18); ids[id] = 1 }; next }
+    /runtime=io.containerd.rshim.v2/ && /serving/ {rs = 1; next}
+    /msg="shim bootstrap parameters"|msg="connecting to shim / {
+      rt = rs ? "rshim" : "go"; rs = 0
+      if (match($0, /msg="connecting to shim [^"]*"/)) {
+        id = substr($0, RSTART + 24, RLENGTH - 25); rt = (id in ids) ? "rshim" : "go" }
+      kind = ($0 ~ /bootstrap parameters/) ? "bootstrap parameters:" : "connecting to shim:"
+      p = ""
+      if (match($0, /protocol=[a-z]+/)) p = p " " substr($0, RSTART, RLENGTH)
+      if (match($0, /version=[0-9]+/)) p = p " " substr($0, RSTART, RLENGTH)
+      if (rt == want) print kind p }'
+  go="$(awk -v want=go "$prog" "$logf" "$logf" | sort -u)"
+  rs="$(awk -v want=rshim "$prog" "$logf" "$logf" | sort -u)"
+  local errs
+  errs="$(grep -c 'failed to start shim\|failed to create shim\|shim.*bootstrap.*error\|unsupported shim version' "$logf" || true)"
+  local g=fail r=fail
+  [ -n "$go" ] && g=pass
+  [ -n "$rs" ] && r=pass
+  [ "$errs" = 0 ] || { g="$g ($errs shim start errors in the log)"; r="$r ($errs shim start errors in the log)"; }
+  result "$target" "shim start accepted (containerd log)" "$g" "$r" "go: $(echo "$go" | tr '\n' ';') / rshim: $(echo "$rs" | tr '\n' ';')"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Docker targets. $DK holds the docker command line (client and socket), run via $DRUN.
+
+
+# An image with the static busybox, made with `docker import` (no registry).
+docker_image() {
+  local run_in="$1" busybox="$2"
+  $run_in sh -c "rm -rf $DSTATE/img && mkdir -p $DSTATE/img/bin $DSTATE/img/tmp $DSTATE/img/etc && \
+    cp $busybox $DSTATE/img/bin/busybox && for a in sh echo cat sleep tty true false ps head; do \
+    ln -s busybox $DSTATE/img/bin/\$a; done && tar -C $DSTATE/img -cf $DSTATE/img.tar . && \
+    $DK import -c 'ENV PATH=/bin' $DSTATE/img.tar rmx/busybox:latest" > /dev/null
+}
+
+# `docker ...` under a pseudo-terminal.
+dtty() { $DRUN script -qec "$DK $*" /dev/null; }
+
+# One Docker check: the observation of runtime $2 for check $1, normalised.
+# Each check prints "code=N out=..." so Go and rshim can be compared and checked.
+docker_checks() {
+  local target="$1" rt_go="$2" rt_rshim="$3"
+  # Commands here fail on purpose (exit codes are observations).
+  local -
+  set +e +o pipefail
+  local checks=(run-exit run-stdin run-tty exec exec-tty logs pause unpause stop-term stop-kill rm)
+  declare -A obs_go obs_rshim
+  local which rt
+  for which in go rshim; do
+    if [ $which = go ]; then rt="$rt_go"; else rt="$rt_rshim"; fi
+    local -A o=()
+    local n="rmx-$which"
+    local RT=()
+    [ -n "$rt" ] && RT=(--runtime "$rt")
+    $DRUN $DK rm -f "$n" "$n-t" > /dev/null 2>&1 || true
+    o[run-exit]="$( { $DRUN $DK run --rm --network none "${RT[@]}" rmx/busybox sh -c 'echo out; echo err >&2; exit 3' 2> "$RUN/err"; echo "code=$?"; } | tr '\n' ' '; echo "err=$(tr '\n' ' ' < "$RUN/err")")"
+    o[run-stdin]="$( { printf 'hi\nmore' | $DRUN $DK run --rm -i --network none "${RT[@]}" rmx/busybox head -c 3; echo "code=$?"; } 2>&1 | tr '\n' ' ')"
+    o[run-tty]="$( { dtty run --rm -t --network none "${RT[@]}" rmx/busybox sh -c "'tty; echo ok; exit 4'"; echo "code=$?"; } 2>&1 | tr -d '\r' | tr '\n' ' ')"
+    $DRUN $DK run -d --name "$n" --network none "${RT[@]}" rmx/busybox sh -c 'echo started; echo e-started >&2; while :; do sleep 1; done' > /dev/null 2>&1 || true
+    sleep 1
+    o[exec]="$( { $DRUN $DK exec "$n" sh -c 'echo hi; echo e >&2; exit 5' 2> "$RUN/err"; echo "code=$?"; } | tr '\n' ' '; echo "err=$(tr '\n' ' ' < "$RUN/err")")"
+    o[exec-tty]="$( { dtty exec -t "$n" sh -c "'tty; exit 2'"; echo "code=$?"; } 2>&1 | tr -d '\r' | tr '\n' ' ')"
+    o[logs]="$( { $DRUN $DK logs "$n"; echo "code=$?"; } 2>&1 | sort | tr '\n' ' ')"
+    o[pause]="$( { $DRUN $DK pause "$n" > /dev/null; echo "code=$?"; $DRUN $DK inspect -f '{{.State.Status}}' "$n"; } 2>&1 | tr '\n' ' ')"
+    o[unpause]="$( { $DRUN $DK unpause "$n" > /dev/null; echo "code=$?"; $DRUN $DK inspect -f '{{.State.Status}}' "$n"; $DRUN $DK exec "$n" echo alive; } 2>&1 | tr '\n' ' ')"
+    # pid 1 (sh) has no TERM handler: docker stop must SIGKILL it after the timeout (137).
+    o[stop-kill]="$( { $DRUN $DK stop -t 1 "$n" > /dev/null; echo "code=$?"; $DRUN $DK inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$n"; } 2>&1 | tr '\n' ' ')"
+    # A TERM handler that exits 7: docker stop delivers SIGTERM.
+    $DRUN $DK run -d --name "$n-t" --network none "${RT[@]}" rmx/busybox sh -c 'trap "exit 7" TERM; while :; do sleep 0.2; done' > /dev/null 2>&1 || true
+    sleep 1
+    o[stop-term]="$( { $DRUN $DK stop -t 20 "$n-t" > /dev/null; echo "code=$?"; $DRUN $DK inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$n-t"; } 2>&1 | tr '\n' ' ')"
+    o[rm]="$( { $DRUN $DK rm "$n" "$n-t" > /dev/null; echo "code=$?"; $DRUN $DK ps -a --format '{{.Names}}' | grep -c "^$n" ; } 2>&1 | tr '\n' ' ')"
+    local c
+    for c in "${checks[@]}"; do
+      if [ $which = go ]; then obs_go[$c]="${o[$c]}"; else obs_rshim[$c]="${o[$c]}"; fi
+    done
+    unset o
+  done
+  # What each check must show (the Go shim is checked too: a broken check is not a pass).
+  declare -A want=(
+    [run-exit]='^out code=3 err=err $'
+    [run-stdin]='^hi code=0 $'
+    [run-tty]='^/dev/pts/0 ok code=4 $'
+    [exec]='^hi code=5 err=e $'
+    [exec-tty]='^/dev/pts/[0-9]+ code=2 $'
+    [logs]='^code=0 e-started started $'
+    [pause]='^code=0 paused $'
+    [unpause]='^code=0 running alive $'
+    [stop-kill]='^code=0 exited 137 $'
+    [stop-term]='^code=0 exited 7 $'
+    [rm]='^code=0 0 $'
+  )
+  local c g r
+  for c in "${checks[@]}"; do
+    if [[ "${obs_go[$c]}" =~ ${want[$c]} ]]; then g=pass; else g=fail; fi
+    if [[ "${obs_rshim[$c]}" =~ ${want[$c]} ]]; then r=pass; else r=fail; fi
+    if [ "${obs_go[$c]}" = "${obs_rshim[$c]}" ]; then r="$r (same)"; else r="$r, DIFFERENT"; fi
+    result "$target" "docker $c" "$g" "$r" "go: ${obs_go[$c]} / rshim: ${obs_rshim[$c]}"
+  done
+}
+
+# Starts containerd ($1: how to run a command there, $2: containerd binary, $3: config version,
+# $4: PATH for it) and dockerd ($5: dockerd binary, $6: extra dockerd flags), waits for both.
+start_docker() {
+  local run_in="$1" ctrd="$2" cver="$3" path="$4" dockerd="$5" extra="$6" host_dir="$7"
+  local disabled='["io.containerd.grpc.v1.cri"]'
+  [ "$cver" = 3 ] && disabled='["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]'
+  mkdir -p "$host_dir$DSTATE" "$RUN/pids"
+  printf 'version = %s\nroot = "%s/ctrd-root"\nstate = "%s/ctrd-state"\ndisabled_plugins = %s\n[grpc]\n  address = "%s/ctrd.sock"\n[ttrpc]\n  address = "%s/ctrd.sock.ttrpc"\n[debug]\n  level = "debug"\n' \
+    "$cver" "$DSTATE" "$DSTATE" "$disabled" "$DSTATE" "$DSTATE" > "$host_dir$DSTATE/ctrd.toml"
+  $run_in env PATH="$path" "$ctrd" --config "$DSTATE/ctrd.toml" > "$RUN/containerd-$CUR.log" 2>&1 &
+  echo $! > "$RUN/pids/containerd-$CUR"
+  for _ in $(seq 1 100); do [ -S "$host_dir$DSTATE/ctrd.sock" ] && break; sleep 0.2; done
+  [ -S "$host_dir$DSTATE/ctrd.sock" ] || { tail -n 20 "$RUN/containerd-$CUR.log" >&2; return 1; }
+  $run_in env PATH="$path" "$dockerd" --data-root "$DSTATE/data" --exec-root "$DSTATE/exec" \
+    -H "unix://$DSTATE/docker.sock" --pidfile "$DSTATE/docker.pid" --containerd "$DSTATE/ctrd.sock" \
+    --config-file "$DSTATE/daemon.json" --bridge none --iptables=false $extra \
+    > "$RUN/dockerd-$CUR.log" 2>&1 &
+  echo $! > "$RUN/pids/dockerd-$CUR"
+  for _ in $(seq 1 150); do $run_in $DK version > /dev/null 2>&1 && return 0; sleep 0.2; done
+  tail -n 20 "$RUN/dockerd-$CUR.log" >&2
+  return 1
+}
+
+stop_docker() {
+  local run_in="$1" host_dir="$2" pf pid
+  local -
+  set +e
+  $run_in $DK rm -f rmx-go rmx-go-t rmx-rshim rmx-rshim-t > /dev/null 2>&1 || true
+  for pf in "$RUN/pids/dockerd-$CUR" "$RUN/pids/containerd-$CUR"; do
+    [ -f "$pf" ] || continue
+    pid="$(cat "$pf")"
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -f "$pf"
+  done
+  # Shims of that containerd and containers of its runc root, if any survived.
+  for pid in $(pids_with_args -address "$DSTATE/ctrd.sock"); do kill -KILL "$pid" 2>/dev/null; done
+  local runc=runc
+  [ -n "$host_dir" ] && runc="$host_dir/usr/sbin/runc"
+  [ -x "$runc" ] || runc=runc
+  runc_cleanup "$host_dir$DSTATE/exec/runtime-runc/moby" "$DSTATE" "$runc" > /dev/null 2>&1
+  unmount_under "$host_dir$DSTATE"
+  rm -rf "$host_dir$DSTATE"
+}
+
+sid_docker_target() {
+  local root="$CACHE/sid" t=sid-docker
+  CUR=$t
+  enter_mounts "$root"
+  stage "$root"
+  local ver
+  ver="$(in_root "$root" dockerd --version 2>&1 | sed -n 's/^Docker version \([^,]*\).*/Docker \1/p')"
+  log "$t: $ver"
+  mkdir -p "$root$DSTATE"
+  printf '{"runtimes": {"rshim": {"runtimeType": "io.containerd.rshim.v2"}}}\n' > "$root$DSTATE/daemon.json"
+  DK="docker -H unix://$DSTATE/docker.sock"
+  DRUN="$(root_cmd "$root")"
+  if ! start_docker "$DRUN" containerd 3 /opt/rshim/bin:/usr/sbin:/usr/bin:/sbin:/bin dockerd \
+    "--ip6tables=false" "$root"; then
+    stop_docker "$DRUN" "$root"
+    target_failed "$t" "dockerd or its containerd did not start (logs $RUN/dockerd-$t.log, $RUN/containerd-$t.log)"
+    return
+  fi
+  docker_image "$DRUN" /usr/bin/busybox || { stop_docker "$DRUN" "$root"; target_failed "$t" "docker import failed"; return; }
+  docker_checks "$t ($ver)" runc rshim
+  start_protocol "$t ($ver)" "$RUN/containerd-$t.log"
+  stop_docker "$DRUN" "$root"
+}
+
+# Bookworm's docker.io (20.10) on the host, with the host's containerd 1.6 and runc: extracted
+# (not installed, so no service starts) into $CACHE/bookworm-docker. The Go shim run uses the
+# host's PATH; the rshim run puts rshim as containerd-shim-runc-v2 in a directory before /usr/bin.
+bookworm_docker_target() {
+  local t=bookworm-docker dir="$CACHE/bookworm-docker"
+  if [ ! -x "$dir/usr/sbin/dockerd" ] || [ ! -f "$dir/.stamp" ]; then
+    log "$t: fetching bookworm's docker.io (extracted, not installed)"
+    rm -rf "$dir" && mkdir -p "$dir/debs"
+    if ! (cd "$dir/debs" && apt-get update -qq && apt-get download docker.io tini) > "$RUN/apt-$t.log" 2>&1; then
+      tail -n 20 "$RUN/apt-$t.log" >&2
+      target_failed "$t" "apt-get download docker.io failed (log $RUN/apt-$t.log)"
+      return
+    fi
+    local deb
+    for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+    touch "$dir/.stamp"
+  fi
+  [ -x "$dir/usr/sbin/dockerd" ] || { target_failed "$t" "no dockerd in bookworm's docker.io"; return; }
+  local missing
+  missing="$(ldd "$dir/usr/sbin/dockerd" "$dir/usr/bin/docker" 2>&1 | grep 'not found' || true)"
+  [ -z "$missing" ] || { target_failed "$t" "dockerd needs libraries the host lacks: $missing"; return; }
+  local ver
+  ver="$("$dir/usr/sbin/dockerd" --version | sed -n 's/^Docker version \([^,]*\).*/Docker \1/p')"
+  DK="$dir/usr/bin/docker -H unix://$DSTATE/docker.sock"
+  DRUN=""
+  local dropin="$RUN/dropin"
+  mkdir -p "$dropin"
+  cp "$SHIM" "$dropin/containerd-shim-runc-v2"
+  local which
+  declare -A paths=([go]="$dir/usr/sbin:$dir/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin" [rshim]="$dropin:$dir/usr/sbin:$dir/usr/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+  # docker_checks runs Go then rshim against one daemon; here each has its own daemon, so the
+  # checks run twice with the same (default) runtime and the two halves are merged.
+  : > "$RUN/bw-go.tsv"
+  for which in go rshim; do
+    CUR="$t-$which"
+    mkdir -p "$DSTATE"
+    echo '{}' > "$DSTATE/daemon.json"
+    if ! start_docker "" /usr/bin/containerd 2 "${paths[$which]}" "$dir/usr/sbin/dockerd" "" ""; then
+      stop_docker "" ""
+      target_failed "$t" "dockerd 20.10 ($which) did not start (logs $RUN/dockerd-$CUR.log, $RUN/containerd-$CUR.log)"
+      return
+    fi
+    docker_image "" /bin/busybox || { stop_docker "" ""; target_failed "$t" "docker import failed"; return; }
+    local saved="$RESULTS"
+    RESULTS="$RUN/bw-$which.tsv"
+    : > "$RESULTS"
+    docker_checks "$t" "" ""
+    RESULTS="$saved"
+    stop_docker "" ""
+  done
+  # Merge: the Go column from the Go daemon's run, the rshim column from the drop-in's run.
+  local tg c g _r d rr rd
+  while IFS=$'\t' read -r tg c g _r d && IFS=$'\t' read -r _ _ _ rr rd <&3; do
+    local go_obs="${d#go: }"; go_obs="${go_obs%% / rshim: *}"
+    local rs_obs="${rd##* / rshim: }"
+    local rv="${rr%% *}"; rv="${rv%,}"
+    if [ "$go_obs" = "$rs_obs" ]; then rv="$rv (same)"; else rv="$rv, DIFFERENT"; fi
+    result "$t ($ver)" "$c" "$g" "$rv" "go: $go_obs / rshim: $rs_obs"
+  done < "$RUN/bw-go.tsv" 3< "$RUN/bw-rshim.tsv"
+  # Which shim served: rshim logs "shim ID serving (namespace ...)"; the Go shim never does.
+  local ng nr g=fail r=fail
+  ng="$(grep -c 'serving (namespace' "$RUN/containerd-$t-go.log" || true)"
+  nr="$(grep -c 'serving (namespace' "$RUN/containerd-$t-rshim.log" || true)"
+  [ "$ng" = 0 ] && g=pass
+  [ "$nr" -gt 0 ] && r=pass
+  result "$t ($ver)" "drop-in served (containerd log)" "$g" "$r" "rshim's 'serving' lines: go daemon $ng, drop-in daemon $nr"
+}
+
+# ---------------------------------------------------------------------------------------------
+T0=$(date +%s)
+if [ -n "${RSHIM_MATRIX_ROOTS_ONLY:-}" ]; then
+  # Only prepare the cached roots of the selected targets.
+  for t in "${TARGETS[@]}"; do
+    case "$t" in trixie) ensure_root trixie ;; sid | sid-docker) ensure_root sid ;; esac
+  done
+  exit 0
+fi
+build
+for t in "${TARGETS[@]}"; do
+  case "$t" in
+    trixie | sid)
+      if (ensure_root "$t"); then containerd_target "$t"; else target_failed "$t" "root could not be built (see above)"; fi
+      ;;
+    sid-docker)
+      if (ensure_root sid); then sid_docker_target; else target_failed "$t" "root could not be built (see above)"; fi
+      ;;
+    bookworm-docker)
+      bookworm_docker_target
+      ;;
+  esac
+done
+
+echo
+echo "| target | check | Go shim | rshim |"
+echo "|---|---|---|---|"
+bad=0
+while IFS=$'\t' read -r tg c g r d; do
+  echo "| $tg | $c | $g | $r |"
+  # rshim fails where the Go shim passes: its own check fails, or it shows something else.
+  if [[ "$g" == pass* ]] && { [[ "$r" != pass* ]] || [[ "$r" == *DIFFERENT* ]]; }; then bad=1; fi
+  if [ "$g" = "-" ] && [[ "$r" == *DIFFERENT* ]]; then bad=1; fi
+done < "$RESULTS"
+echo
+# The observations behind every row that differs.
+if grep -qE 'FAIL|DIFFERENT|differs|fail' "$RESULTS"; then
+  echo "Differences and failures:"
+  awk -F'\t' '$4 ~ /DIFFERENT|differs|fail|FAIL/ || $3 ~ /fail|FAIL/ {print "- " $1 " / " $2 ": " $5}' "$RESULTS"
+fi
+echo "How containerd took the shims' start answers:"
+awk -F'\t' '$2 ~ /shim start/ {print "- " $1 ": " $5}' "$RESULTS"
+echo "matrix: $(( $(date +%s) - T0 ))s; logs: $RUN"
+if [ ${#FAILED_TARGETS[@]} -gt 0 ]; then
+  echo "matrix: targets that could not run: ${FAILED_TARGETS[*]}" >&2
+  exit 1
+fi
+if [ $bad = 1 ]; then
+  echo "matrix: rshim fails where the Go shim passes" >&2
+  RSHIM_MATRIX_KEEP=1
+  exit 1
+fi
