@@ -79,7 +79,18 @@ fn open_fifo(path: &Path) -> Option<File> {
     }
 }
 
+/// The runtime this shim serves as, named in every line as containerd's shims do: the one its
+/// binary's name says (`containerd-shim-runc-v2` when installed as the drop-in).
+fn runtime() -> &'static str {
+    static RUNTIME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| crate::info::runtime_name(&std::env::args().next().unwrap_or_default()))
+}
+
 pub fn format_line(level: Level, msg: &str, now: SystemTime) -> String {
+    format_line_as(runtime(), level, msg, now)
+}
+
+fn format_line_as(runtime: &str, level: Level, msg: &str, now: SystemTime) -> String {
     let level = match level {
         Level::Error => "error",
         Level::Warn => "warning",
@@ -88,7 +99,7 @@ pub fn format_line(level: Level, msg: &str, now: SystemTime) -> String {
         Level::Trace => "trace",
     };
     format!(
-        "time=\"{}\" level={} msg={:?} runtime=io.containerd.rshim.v2\n",
+        "time=\"{}\" level={} msg={:?} runtime={runtime}\n",
         rfc3339_nano(now),
         level,
         msg
@@ -177,5 +188,13 @@ mod tests {
             line,
             "time=\"1970-01-01T00:00:00.000000000Z\" level=warning msg=\"a \\\"quoted\\\" thing\" runtime=io.containerd.rshim.v2\n"
         );
+    }
+    #[test]
+    fn a_drop_in_names_the_runtime_it_serves() {
+        // Installed as containerd-shim-runc-v2, its lines say io.containerd.runc.v2, as the Go
+        // shim's do (Docker 20.10 showed rshim's own name before).
+        let runtime = crate::info::runtime_name("/usr/local/bin/containerd-shim-runc-v2");
+        let line = format_line_as(&runtime, Level::Info, "x", SystemTime::UNIX_EPOCH);
+        assert!(line.ends_with(" runtime=io.containerd.runc.v2\n"), "{line}");
     }
 }
