@@ -7,7 +7,8 @@
 #
 #   scripts/matrix.sh                 # every target
 #   scripts/matrix.sh trixie sid      # some of: trixie sid sid-docker bookworm-docker
-#   RSHIM_MATRIX_CACHE=/var/cache/rshim-matrix (default)   RSHIM_MATRIX_MIRROR=http://deb.debian.org/debian
+#   RSHIM_MATRIX_CACHE=/var/cache/rshim-matrix (default)
+#   RSHIM_MATRIX_MIRROR=URL           # default: the host's own Debian mirror, from its apt sources
 #   RSHIM_MATRIX_KEEP=1               # keep the work dir (logs) under $CACHE/runs/
 #   RSHIM_MATRIX_ROOTS_ONLY=1         # only build (or check) the cached roots
 #
@@ -24,7 +25,17 @@ fi
 CACHE="${RSHIM_MATRIX_CACHE:-/var/cache/rshim-matrix}"
 # Docker state (also inside a root): short, for unix socket paths.
 DSTATE=/tmp/rmx-$$
-MIRROR="${RSHIM_MATRIX_MIRROR:-http://deb.debian.org/debian}"
+# The mirror the host's apt already uses for Debian's main archive (deb822 or one-line sources).
+host_mirror() {
+  local m
+  m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
+      | grep -v -- '-security' | head -n 1)
+  [ -n "$m" ] || m=$(grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+      | awk '{print $2}' | grep -v -- '-security' | head -n 1)
+  echo "$m"
+}
+MIRROR="${RSHIM_MATRIX_MIRROR:-$(host_mirror)}"
+[ -n "$MIRROR" ] || { echo "scripts/matrix.sh: no Debian mirror in the host's apt sources; set RSHIM_MATRIX_MIRROR" >&2; exit 1; }
 ALL_TARGETS=(trixie sid sid-docker bookworm-docker)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")

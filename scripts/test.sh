@@ -31,3 +31,6 @@ RSHIM_BIN_DIR="$PWD/target/x86_64-unknown-linux-gnu/release" \
 ./target/debug/rshim-bench --quick --out "$(mktemp -d /tmp/rshim-bench-ci.XXXX)" > /dev/null
 # cargo-fuzz targets of the decoding paths, 30 s each (installs cargo-fuzz if missing).
 bash scripts/fuzz.sh 30
+# Other containerd, runc and Docker versions (Debian 13 and sid roots, cached outside the
+# clone; Docker 28 and 20.10), rshim beside each one's own Go shim.
+bash scripts/matrix.sh
