@@ -175,7 +175,9 @@ if [ ! -x "$CRI_BIN" ] || [ ! -x "$CTR_BIN" ]; then
 fi
 SHARED=$(mktemp -d /tmp/rshim-vm.XXXXXX)
 mkdir -p "$SHARED/bin" "$SHARED/tests" "$SHARED/out"
-cp target/x86_64-unknown-linux-gnu/release/containerd-shim-rshim-v2 "$SHARED/bin/"
+# RSHIM_VM_SHIM: another shim binary to put under test (default: the static release build).
+cp "${RSHIM_VM_SHIM:-target/x86_64-unknown-linux-gnu/release/containerd-shim-rshim-v2}" \
+  "$SHARED/bin/containerd-shim-rshim-v2"
 cp "$CRI_BIN" "$SHARED/tests/cri"
 cp "$CTR_BIN" "$SHARED/tests/ctr_parity"
 cat > "$SHARED/job.sh" << EOF
@@ -184,7 +186,6 @@ cat > "$SHARED/job.sh" << EOF
 set -u
 S=/shared
 O=\$S/out
-date +%s > \$O/started
 {
   echo "kernel: \$(uname -r)"
   echo "cgroup fs: \$(stat -fc %T /sys/fs/cgroup) (cgroup2fs = v2)"
@@ -193,8 +194,9 @@ date +%s > \$O/started
   echo "runc: \$(runc --version | head -n 1)"
   echo "boot to job: \$(cut -d' ' -f1 /proc/uptime) s since the kernel started"
 } > \$O/facts.txt 2>&1
+date +%s > \$O/started
 export HOME=/root PATH=\$S/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export RSHIM_BIN_DIR=\$S/bin RSHIM_IT_OBS_DIR=\$O/obs RUST_BACKTRACE=1
+export RSHIM_BIN_DIR=\$S/bin RSHIM_IT_OBS_DIR=\$O/obs RSHIM_IT_LOG_DIR=\$O/logs RUST_BACKTRACE=1
 # ShimCgroup for both CRI handlers: each shim must move itself there.
 mkdir -p /sys/fs/cgroup/rshim-shims
 t=\$(date +%s)
@@ -239,6 +241,7 @@ while kill -0 "$QEMU" 2> /dev/null; do
   if [ "$started" = 0 ] && [ -e "$SHARED/out/started" ]; then
     started=1
     say "guest booted, job running ($(grep 'boot to job' "$SHARED/out/facts.txt" 2> /dev/null || true))"
+    say "CRI test, then ctr parity scenarios (about 5 minutes under TCG)"
   fi
   if [ "$started" = 0 ] && [ $((now - T_BOOT)) -gt "$BOOT_TIMEOUT" ]; then
     fail_boot "the VM did not boot to its job within ${BOOT_TIMEOUT}s"
@@ -308,9 +311,9 @@ for t in cri ctr; do
     verdict=1
   fi
 done
-if [ "$differences" -gt 0 ] && [ "$verdict" = 0 ]; then
-  verdict=1
-fi
+# A row can differ while its test passes: the Go shim alone failed an expected line (its flake,
+# left out of the comparison); rshim passed it.
+grep -h "^NOTE: " "$O/cri.log" "$O/ctr.log" 2> /dev/null | while read -r line; do say "$line"; done
 say "timings: image $((T_IMAGE - T_START))s, build $((T_BOOT - T_IMAGE))s, VM $((T_END - T_BOOT))s; $differences differing rows"
 say "all guest output (logs, console, journal, observations): $SHARED"
 exit "$verdict"

@@ -332,6 +332,20 @@ impl PrivateContainerd {
             self.remove_all();
         }
         self.stop_daemon();
+        // `RSHIM_IT_LOG_DIR`: keep containerd's log (with the shims' lines) past the temp dir.
+        if let Ok(dir) = std::env::var("RSHIM_IT_LOG_DIR") {
+            let name = self
+                .dir
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self.dir.path().join("containerd.log"),
+                Path::new(&dir).join(format!("containerd-{name}.log")),
+            );
+        }
         kill_shims_of(&self.address);
         delete_orphaned_containers(self.dir.path());
         unmount_under(self.dir.path());

@@ -595,7 +595,6 @@ async fn cri_sees_the_same_from_both_shims() {
     let rshim = scenario(&c, "rshim").await;
     save_observation("cri", "go", &go);
     save_observation("cri", "rshim", &rshim);
-    let text = go.join("\n");
     // The reference itself must show the behaviour, so that two equal failures cannot pass.
     let mut expect: Vec<String> = [
         "shims for the pod: 1",
@@ -623,15 +622,47 @@ async fn cri_sees_the_same_from_both_shims() {
     if let (Some(path), true) = (rshim_integration::containerd::shim_cgroup(), cgroup2()) {
         expect.push(format!("shim cgroup: {path}"));
     }
-    for expected in &expect {
-        assert!(
-            text.contains(expected),
-            "Go shim lacks {expected:?}:\n{text}"
-        );
+    let lacks = |seen: &[String]| -> Vec<String> {
+        let text = seen.join("\n");
+        expect
+            .iter()
+            .filter(|e| !text.contains(e.as_str()))
+            .cloned()
+            .collect()
+    };
+    let (go_lacks, rshim_lacks) = (lacks(&go), lacks(&rshim));
+    // Both lacking it: the harness or the host is broken, not a shim.
+    let both: Vec<&String> = go_lacks
+        .iter()
+        .filter(|e| rshim_lacks.contains(e))
+        .collect();
+    assert!(
+        both.is_empty(),
+        "Go shim lacks {both:?} (so does rshim):\n{}",
+        go.join("\n")
+    );
+    assert!(
+        rshim_lacks.is_empty(),
+        "rshim lacks {rshim_lacks:?} (the Go shim has it):\n{}",
+        rshim.join("\n")
+    );
+    // The Go shim alone lacking an expected line is its own flake (under the systemd driver it
+    // can miss an OOM kill: systemd removes the emptied scope, memory.events with it, before the
+    // shim reads it). Reported, and that line left out of the comparison.
+    let key = |l: &str| l.split(": ").next().unwrap_or("").to_string();
+    let flaky: Vec<String> = go_lacks.iter().map(|e| key(e)).collect();
+    for line in go.iter().filter(|l| flaky.contains(&key(l))) {
+        println!("NOTE: the Go shim fails where rshim passes: {line}");
     }
+    let compared = |seen: &[String]| -> Vec<String> {
+        seen.iter()
+            .filter(|l| !flaky.contains(&key(l)))
+            .cloned()
+            .collect()
+    };
     assert_eq!(
-        go,
-        rshim,
+        compared(&go),
+        compared(&rshim),
         "CRI sees a difference:\n[go]\n{}\n[rshim]\n{}",
         go.join("\n"),
         rshim.join("\n")
