@@ -196,7 +196,7 @@ O=\$S/out
 } > \$O/facts.txt 2>&1
 date +%s > \$O/started
 export HOME=/root PATH=\$S/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export RSHIM_BIN_DIR=\$S/bin RSHIM_IT_OBS_DIR=\$O/obs RSHIM_IT_LOG_DIR=\$O/logs RUST_BACKTRACE=1
+export RSHIM_BIN_DIR=\$S/bin RSHIM_IT_OBS_DIR=\$O/obs RSHIM_IT_LOG_DIR=\$O/logs
 # ShimCgroup for both CRI handlers: each shim must move itself there.
 mkdir -p /sys/fs/cgroup/rshim-shims
 t=\$(date +%s)
@@ -302,7 +302,11 @@ for t in cri ctr; do
     continue
   fi
   echo "---- $t test failed (exit $rc, ${secs}s); end of its output ----"
-  grep -v '^\s*$' "$O/$t.log" | tail -n 40
+  if grep -q "panicked at" "$O/$t.log"; then
+    sed -n '/panicked at/,$p' "$O/$t.log" | grep -v '^\s*$' | head -n 60
+  else
+    grep -v '^\s*$' "$O/$t.log" | tail -n 40
+  fi
   if grep -qE "Go shim lacks|reference \(Go shim\) run of" "$O/$t.log"; then
     say "$t test: the Go shim itself fails a reference check: harness or guest broken"
     [ "$verdict" = 0 ] && verdict=3
@@ -313,7 +317,7 @@ for t in cri ctr; do
 done
 # A row can differ while its test passes: the Go shim alone failed an expected line (its flake,
 # left out of the comparison); rshim passed it.
-grep -h "^NOTE: " "$O/cri.log" "$O/ctr.log" 2> /dev/null | while read -r line; do say "$line"; done
+while read -r line; do say "$line"; done < <(grep -h "^NOTE: " "$O/cri.log" "$O/ctr.log" || true)
 say "timings: image $((T_IMAGE - T_START))s, build $((T_BOOT - T_IMAGE))s, VM $((T_END - T_BOOT))s; $differences differing rows"
 say "all guest output (logs, console, journal, observations): $SHARED"
 exit "$verdict"
