@@ -82,10 +82,53 @@ fn cri_config(d: &Path) -> String {
          {cri}.cni]\n  bin_dir = \"{CNI_BIN_DIR}\"\n  conf_dir = \"{d}/cni/conf\"\n\
          {cri}.containerd]\n  default_runtime_name = \"runc\"\n\
          {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-         {cri}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n",
+         {cri}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n\
+         {options}",
         pause = image::PAUSE_IMAGE,
         d = d.display(),
+        options = runtime_options(cri),
     )
+}
+
+/// `RSHIM_IT_SYSTEMD_CGROUP=1`: both CRI handlers run runc with systemd's cgroup driver
+/// (`SystemdCgroup = true`, what nodes with systemd as PID 1 use), pods get `CRI_SLICE` as cgroup
+/// parent; scripts/vm.sh sets it in its cgroup v2 guest.
+pub fn systemd_cgroup() -> bool {
+    std::env::var("RSHIM_IT_SYSTEMD_CGROUP").is_ok_and(|v| v == "1")
+}
+
+/// `RSHIM_IT_SHIM_CGROUP`: the runtime option `ShimCgroup` of both CRI handlers (a cgroup path
+/// that must exist), so each shim moves itself there.
+pub fn shim_cgroup() -> Option<String> {
+    std::env::var("RSHIM_IT_SHIM_CGROUP")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// The pods' cgroup parent with the systemd driver: containers land in
+/// `/CRI_SLICE/cri-containerd-<id>.scope`.
+pub const CRI_SLICE: &str = "rshimpods.slice";
+
+/// Whether the host runs the unified cgroup v2 hierarchy.
+pub fn cgroup2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+fn runtime_options(cri: &str) -> String {
+    let mut options = String::new();
+    if systemd_cgroup() {
+        options.push_str("  SystemdCgroup = true\n");
+    }
+    if let Some(path) = shim_cgroup() {
+        options.push_str(&format!("  ShimCgroup = \"{path}\"\n"));
+    }
+    if options.is_empty() {
+        return options;
+    }
+    ["runc", "rshim"]
+        .iter()
+        .map(|h| format!("{cri}.containerd.runtimes.{h}.options]\n{options}"))
+        .collect()
 }
 
 /// A pod network: a bridge with host-local addresses (kept under the temp dir) and loopback.
@@ -326,18 +369,21 @@ impl PrivateContainerd {
             self.remove_all();
         }
         self.stop_daemon();
-        // RSHIM_CONTAINERD_LOG_DIR=dir keeps containerd's log (scripts/matrix.sh reads how it
-        // started each shim).
-        if let Ok(keep) = std::env::var("RSHIM_CONTAINERD_LOG_DIR") {
+        // RSHIM_CONTAINERD_LOG_DIR (scripts/matrix.sh: how containerd started each shim) or
+        // RSHIM_IT_LOG_DIR (scripts/vm.sh): keep containerd's log, with the shims' lines.
+        let keep = std::env::var("RSHIM_CONTAINERD_LOG_DIR")
+            .or_else(|_| std::env::var("RSHIM_IT_LOG_DIR"));
+        if let Ok(dir) = keep {
             let name = self
                 .dir
                 .path()
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy();
+            let _ = std::fs::create_dir_all(&dir);
             let _ = std::fs::copy(
                 self.dir.path().join("containerd.log"),
-                Path::new(&keep).join(format!("containerd-{name}.log")),
+                Path::new(&dir).join(format!("containerd-{name}.log")),
             );
         }
         kill_shims_of(&self.address);

@@ -11,7 +11,8 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use rshim_integration::containerd::{
-    mounts_under, shims_of, Options, PrivateContainerd, CNI_SUBNET,
+    cgroup2, mounts_under, shims_of, systemd_cgroup, Options, PrivateContainerd, CNI_SUBNET,
+    CRI_SLICE,
 };
 use rshim_integration::image::IMAGE;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -67,6 +68,13 @@ fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
                 }),
                 ..Default::default()
             }),
+            // With the systemd driver, containerd turns a `.slice` parent into
+            // `<slice>:cri-containerd:<id>`, which runc makes a transient scope.
+            cgroup_parent: if systemd_cgroup() {
+                CRI_SLICE.into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -204,11 +212,49 @@ fn memory_limit(id: &str) -> String {
     [
         format!("/sys/fs/cgroup/memory/k8s.io/{id}/memory.limit_in_bytes"),
         format!("/sys/fs/cgroup/k8s.io/{id}/memory.max"),
+        format!("/sys/fs/cgroup/{CRI_SLICE}/cri-containerd-{id}.scope/memory.max"),
     ]
     .iter()
     .find_map(|p| std::fs::read_to_string(p).ok())
     .map(|v| v.trim().to_string())
     .unwrap_or_else(|| "cgroup not found".into())
+}
+
+/// The systemd scope of container (or sandbox) `id`: its cgroup directory and systemd's view.
+fn scope(id: &str) -> String {
+    let unit = format!("cri-containerd-{id}.scope");
+    let dir = Path::new("/sys/fs/cgroup").join(CRI_SLICE).join(&unit);
+    let active = std::process::Command::new("systemctl")
+        .args(["is-active", &unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("systemctl: {e}"));
+    format!(
+        "cgroup {CRI_SLICE}/cri-containerd-<id>.scope exists: {}, systemctl is-active: {active}",
+        dir.is_dir()
+    )
+}
+
+/// The cgroup v2 path of `pid` (`0::` line of /proc/PID/cgroup).
+fn cgroup_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        .unwrap_or_else(|| "no cgroup v2 line".into())
+}
+
+/// A counter of the pods' slice `memory.events` (hierarchical: counts its scopes' events).
+fn slice_memory_event(key: &str) -> i64 {
+    std::fs::read_to_string(
+        Path::new("/sys/fs/cgroup")
+            .join(CRI_SLICE)
+            .join("memory.events"),
+    )
+    .unwrap_or_default()
+    .lines()
+    .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+    .unwrap_or(-1)
 }
 
 fn k8s_shims(address: &str) -> Vec<i32> {
@@ -280,6 +326,16 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
         ids.insert(name, id);
     }
     note("shims for the pod", k8s_shims(&c.address).len().to_string());
+    let oom_kills_before = slice_memory_event("oom_kill ");
+    if cgroup2() {
+        if let Some(&shim) = k8s_shims(&c.address).first() {
+            note("shim cgroup", cgroup_of(shim));
+        }
+    }
+    if systemd_cgroup() {
+        note("sandbox scope", scope(&pod));
+        note("container scope", scope(&ids["sleeper"]));
+    }
 
     // The pod's network: an address from the CNI bridge, seen by its containers as eth0.
     let status = bounded(
@@ -408,6 +464,12 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
         "oom",
         format!("exit {} reason {}", hog.exit_code, hog.reason),
     );
+    if systemd_cgroup() {
+        note(
+            "oom_kill counted in the pod slice's memory.events",
+            (slice_memory_event("oom_kill ") - oom_kills_before).to_string(),
+        );
+    }
 
     // The talker ignores SIGTERM: the grace period runs out, then SIGKILL.
     let t = Instant::now();
@@ -486,7 +548,39 @@ async fn scenario(c: &PrivateContainerd, handler: &str) -> Vec<String> {
         (!socket.is_empty() && Path::new(&socket).exists()).to_string(),
     );
     note("mounts left", mounts_under(c.dir.path()).len().to_string());
+    if systemd_cgroup() {
+        // systemd stops an emptied scope on its own; give it a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = || {
+            ids.values()
+                .chain([&pod])
+                .filter(|id| {
+                    Path::new("/sys/fs/cgroup")
+                        .join(CRI_SLICE)
+                        .join(format!("cri-containerd-{id}.scope"))
+                        .exists()
+                })
+                .count()
+        };
+        while left() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        note("scopes left after removal", left().to_string());
+        note("container scope after removal", scope(&ids["sleeper"]));
+    }
     seen
+}
+
+/// `RSHIM_IT_OBS_DIR`: each runtime's observation lines go to `<dir>/<test>-<runtime>.txt`
+/// (scripts/vm.sh tabulates them).
+fn save_observation(test: &str, runtime: &str, lines: &[String]) {
+    if let Ok(dir) = std::env::var("RSHIM_IT_OBS_DIR") {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            Path::new(&dir).join(format!("{test}-{runtime}.txt")),
+            lines.join("\n") + "\n",
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -499,9 +593,10 @@ async fn cri_sees_the_same_from_both_shims() {
     c.import_cri_images().expect("import images into k8s.io");
     let go = scenario(&c, "runc").await;
     let rshim = scenario(&c, "rshim").await;
-    let text = go.join("\n");
+    save_observation("cri", "go", &go);
+    save_observation("cri", "rshim", &rshim);
     // The reference itself must show the behaviour, so that two equal failures cannot pass.
-    for expected in [
+    let mut expect: Vec<String> = [
         "shims for the pod: 1",
         "exec sync: exit 3 stdout \"out\\n\" stderr \"err\\n\"",
         "exec stream: stdout \"out\\n\" stderr \"err\\n\" status Failure exit 4",
@@ -514,15 +609,60 @@ async fn cri_sees_the_same_from_both_shims() {
         "container sees eth0 and the pod ip: true",
         "memory limit after update: 134217728",
         "mounts left: 0",
-    ] {
-        assert!(
-            text.contains(expected),
-            "Go shim lacks {expected:?}:\n{text}"
-        );
+    ]
+    .map(String::from)
+    .to_vec();
+    if systemd_cgroup() {
+        expect.extend([
+            format!("container scope: cgroup {CRI_SLICE}/cri-containerd-<id>.scope exists: true, systemctl is-active: active"),
+            "oom_kill counted in the pod slice's memory.events: 1".into(),
+            "scopes left after removal: 0".into(),
+        ]);
     }
+    if let (Some(path), true) = (rshim_integration::containerd::shim_cgroup(), cgroup2()) {
+        expect.push(format!("shim cgroup: {path}"));
+    }
+    let lacks = |seen: &[String]| -> Vec<String> {
+        let text = seen.join("\n");
+        expect
+            .iter()
+            .filter(|e| !text.contains(e.as_str()))
+            .cloned()
+            .collect()
+    };
+    let (go_lacks, rshim_lacks) = (lacks(&go), lacks(&rshim));
+    // Both lacking it: the harness or the host is broken, not a shim.
+    let both: Vec<&String> = go_lacks
+        .iter()
+        .filter(|e| rshim_lacks.contains(e))
+        .collect();
+    assert!(
+        both.is_empty(),
+        "Go shim lacks {both:?} (so does rshim):\n{}",
+        go.join("\n")
+    );
+    assert!(
+        rshim_lacks.is_empty(),
+        "rshim lacks {rshim_lacks:?} (the Go shim has it):\n{}",
+        rshim.join("\n")
+    );
+    // The Go shim alone lacking an expected line is its own flake (under the systemd driver it
+    // can miss an OOM kill: systemd removes the emptied scope, memory.events with it, before the
+    // shim reads it). Reported, and that line left out of the comparison.
+    let key = |l: &str| l.split(": ").next().unwrap_or("").to_string();
+    let flaky: Vec<String> = go_lacks.iter().map(|e| key(e)).collect();
+    for line in go.iter().filter(|l| flaky.contains(&key(l))) {
+        println!("NOTE: the Go shim fails where rshim passes: {line}");
+    }
+    let compared = |seen: &[String]| -> Vec<String> {
+        seen.iter()
+            .filter(|l| !flaky.contains(&key(l)))
+            .cloned()
+            .collect()
+    };
     assert_eq!(
-        go,
-        rshim,
+        compared(&go),
+        compared(&rshim),
         "CRI sees a difference:\n[go]\n{}\n[rshim]\n{}",
         go.join("\n"),
         rshim.join("\n")
