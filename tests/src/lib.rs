@@ -458,6 +458,13 @@ impl Shim {
         self.task.delete(req, &opts()).await
     }
 
+    /// SIGKILL, Wait and Delete of a container's init: the end of most scenarios.
+    pub async fn kill_and_delete(&self, id: &str) {
+        self.kill(id, "", 9).await.expect("Kill");
+        self.wait(id, "").await.expect("Wait");
+        self.delete(id, "").await.expect("Delete");
+    }
+
     pub async fn pause(&self, id: &str) -> ttrpc_client::Result<Empty> {
         let req = PauseRequest {
             id: id.into(),
@@ -531,4 +538,55 @@ pub fn count_by_topic(topics: &[String]) -> HashMap<String, usize> {
         *m.entry(t.clone()).or_insert(0) += 1;
     }
     m
+}
+
+/// An exec's process spec as containerd sends it (an `Any` of the runtime spec's Process).
+pub fn exec_spec(args: &[&str]) -> containerd_shim_protos::protobuf::well_known_types::any::Any {
+    let spec = serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
+    containerd_shim_protos::protobuf::well_known_types::any::Any {
+        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+        value: serde_json::to_vec(&spec).unwrap(),
+        ..Default::default()
+    }
+}
+
+/// Create's runtime options naming `binary` as runc (containerd's runc `Options`).
+pub fn runc_binary_option(
+    binary: &str,
+) -> containerd_shim_protos::protobuf::MessageField<
+    containerd_shim_protos::protobuf::well_known_types::any::Any,
+> {
+    use containerd_shim_protos::protobuf::Message;
+    let options = containerd_shim_protos::shim::oci::Options {
+        binary_name: binary.into(),
+        ..Default::default()
+    };
+    containerd_shim_protos::protobuf::MessageField::some(
+        containerd_shim_protos::protobuf::well_known_types::any::Any {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: options.write_to_bytes().unwrap(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The path of `name` in PATH.
+pub fn which(name: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A stand-in for runc in `dir`: a shell script that runs `before` (with runc's arguments in
+/// "$@") and then execs the real runc. The thin wrapper the tests use to make runc slow,
+/// stuck or late at one step, where the real runc cannot be made to.
+pub fn runc_stand_in(dir: &Path, name: &str, before: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let script = format!("#!/bin/sh\n{before}\nexec {} \"$@\"\n", which("runc"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_string_lossy().into()
 }

@@ -3,14 +3,11 @@
 //! failed on the shim before the fix it guards.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::*;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::oci::Options as RuncOptions;
 use containerd_shim_protos::types::mount::Mount;
 use containerd_shim_protos::types::task::Status;
 use rshim_tests::*;
@@ -19,35 +16,6 @@ use ttrpc_client::{CallOptions, Code};
 /// A call that must be answered within `secs` (a hang shows as DEADLINE_EXCEEDED).
 fn within(secs: u64) -> CallOptions {
     CallOptions::with_timeout(Duration::from_secs(secs))
-}
-
-fn exec_spec(args: &[&str]) -> Any {
-    let spec = serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
-    Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-        value: serde_json::to_vec(&spec).unwrap(),
-        ..Default::default()
-    }
-}
-
-fn runc_options(binary: &str) -> MessageField<Any> {
-    let options = RuncOptions {
-        binary_name: binary.into(),
-        ..Default::default()
-    };
-    MessageField::some(Any {
-        type_url: "containerd.runc.v1.Options".into(),
-        value: options.write_to_bytes().unwrap(),
-        ..Default::default()
-    })
-}
-
-fn which(name: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// Polls `cond` every 10 ms for at most `bound`; panics naming `what` if it never holds.
@@ -443,18 +411,14 @@ async fn stdin_megabytes_arrive_byte_exact() {
 /// A runc whose `exec` waits for `go` to exist after creating `ready`, as containerd's
 /// failpoint runc does for TestIssue10589.
 fn runc_delaying_exec(dir: &Path) -> String {
-    let runc = which("runc");
-    let path = dir.join("runc-delay-exec");
     let (ready, go) = (dir.join("exec-ready"), dir.join("exec-go"));
-    let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = exec ]; then\n    touch {ready}\n    \
-         while [ ! -e {go} ]; do sleep 0.01; done\n    break\n  fi\ndone\nexec {runc} \"$@\"\n",
+    let before = format!(
+        "for a in \"$@\"; do\n  if [ \"$a\" = exec ]; then\n    touch {ready}\n    \
+         while [ ! -e {go} ]; do sleep 0.01; done\n    break\n  fi\ndone",
         ready = ready.display(),
         go = go.display()
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_string_lossy().into()
+    runc_stand_in(dir, "runc-delay-exec", &before)
 }
 
 // TestIssue10589: the init dies while an exec is being started. Its exit is held back until
@@ -470,7 +434,10 @@ async fn an_exec_starting_while_the_init_dies_holds_back_its_exit() {
         bundle.path().join("exec-ready"),
         bundle.path().join("exec-go"),
     );
-    let task = Task::create("exec-vs-exit", bundle, |r| r.options = runc_options(&runc)).await;
+    let task = Task::create("exec-vs-exit", bundle, |r| {
+        r.options = runc_binary_option(&runc)
+    })
+    .await;
     let pid = task.start("").await.expect("Start").pid;
     task.exec("e1", &["sleep", "301"], |_| {})
         .await
@@ -605,17 +572,13 @@ async fn failing_exec_with_stdin(task: &Task, n: usize) {
 
 /// A runc whose `exec` of a process whose spec mentions `SLOW_EXEC` waits for `go` to exist.
 fn runc_delaying_slow_execs(dir: &Path) -> String {
-    let runc = which("runc");
-    let path = dir.join("runc-slow-exec");
     let go = dir.join("exec-go");
-    let script = format!(
-        "#!/bin/sh\nprev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --process ] && grep -q SLOW_EXEC \"$a\"; then\n    \
-         while [ ! -e {go} ]; do sleep 0.01; done\n  fi\n  prev=$a\ndone\nexec {runc} \"$@\"\n",
+    let before = format!(
+        "prev=\nfor a in \"$@\"; do\n  if [ \"$prev\" = --process ] && grep -q SLOW_EXEC \"$a\"; then\n    \
+         while [ ! -e {go} ]; do sleep 0.01; done\n  fi\n  prev=$a\ndone",
         go = go.display()
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_string_lossy().into()
+    runc_stand_in(dir, "runc-slow-exec", &before)
 }
 
 // Execs start side by side, as in the Go shim: one whose runc is slow (a hung exec, a busy
@@ -627,7 +590,7 @@ async fn a_slow_exec_start_does_not_hold_back_another() {
     let runc = runc_delaying_slow_execs(bundle.path());
     let go = bundle.path().join("exec-go");
     let task = Task::create("exec-side-by-side", bundle, |r| {
-        r.options = runc_options(&runc)
+        r.options = runc_binary_option(&runc)
     })
     .await;
     task.start("").await.expect("Start");

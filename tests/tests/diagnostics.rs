@@ -2,7 +2,7 @@
 //! Waits pending on each, and the runc calls in flight to its log FIFO.
 
 use std::io::Read;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::*;
@@ -49,22 +49,11 @@ impl LogFifo {
 
 /// A runc whose `pause` hangs, so that a call stays in flight.
 fn runc_slow_to_pause(bundle: &Bundle) -> String {
-    let runc = which("runc");
-    let path = bundle.path().join("runc-slow-pause");
-    let script = format!(
-        "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = pause ] && exec sleep 60; done\nexec {runc} \"$@\"\n"
-    );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.to_string_lossy().into()
-}
-
-fn which(name: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    runc_stand_in(
+        bundle.path(),
+        "runc-slow-pause",
+        "for a in \"$@\"; do [ \"$a\" = pause ] && exec sleep 60; done",
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,21 +206,6 @@ async fn output_of_a_failed_exec_is_counted_in_the_log() {
         line.contains("bytes written while a process failed to start"),
         "{line}"
     );
-    let kill = KillRequest {
-        id: id.clone(),
-        signal: 9,
-        ..Default::default()
-    };
-    shim.task.kill(kill, &opts()).await.expect("Kill");
-    let wait = WaitRequest {
-        id: id.clone(),
-        ..Default::default()
-    };
-    shim.task.wait(wait, &opts()).await.expect("Wait");
-    let delete = DeleteRequest {
-        id: id.clone(),
-        ..Default::default()
-    };
-    shim.task.delete(delete, &opts()).await.expect("Delete");
+    shim.kill_and_delete(&id).await;
     shim.shutdown().await;
 }

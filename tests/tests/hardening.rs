@@ -5,19 +5,9 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use containerd_shim_protos::api::*;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use rshim_tests::*;
 use ttrpc_client::task::TaskClient;
 use ttrpc_client::{CallOptions, Client, Code};
-
-fn exec_spec(args: &[&str]) -> Any {
-    let spec = serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
-    Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-        value: serde_json::to_vec(&spec).unwrap(),
-        ..Default::default()
-    }
-}
 
 async fn running(prefix: &str, events: &str) -> (Bundle, Shim, String) {
     let id = unique(prefix);
@@ -35,25 +25,6 @@ async fn running(prefix: &str, events: &str) -> (Bundle, Shim, String) {
     };
     shim.task.start(start, &opts()).await.expect("Start");
     (bundle, shim, id)
-}
-
-async fn kill_and_delete(shim: &Shim, id: &str) {
-    let kill = KillRequest {
-        id: id.into(),
-        signal: 9,
-        ..Default::default()
-    };
-    shim.task.kill(kill, &opts()).await.expect("Kill");
-    let wait = WaitRequest {
-        id: id.into(),
-        ..Default::default()
-    };
-    shim.task.wait(wait, &opts()).await.expect("Wait");
-    let delete = DeleteRequest {
-        id: id.into(),
-        ..Default::default()
-    };
-    shim.task.delete(delete, &opts()).await.expect("Delete");
 }
 
 // ttrpc's UnixSocketRequireSameUser, which the Go shim uses, compares the uid and the gid.
@@ -91,7 +62,7 @@ async fn a_client_of_another_group_is_refused() {
         ..Default::default()
     };
     shim.task.connect(connect, &opts()).await.expect("Connect");
-    kill_and_delete(&shim, &id).await;
+    shim.kill_and_delete(&id).await;
     shim.shutdown().await;
 }
 
@@ -138,7 +109,7 @@ async fn an_exec_takes_real_time_signals() {
         .expect("Wait")
         .exit_status;
     assert_eq!(status, 128 + 34);
-    kill_and_delete(&shim, &id).await;
+    shim.kill_and_delete(&id).await;
     shim.shutdown().await;
 }
 
@@ -150,7 +121,7 @@ async fn an_exec_takes_real_time_signals() {
 async fn no_create_is_served_after_shutdown() {
     let nowhere = format!("/tmp/rshim-no-events-{}.sock", std::process::id());
     let (_bundle, shim, id) = running("after-shutdown", &nowhere).await;
-    kill_and_delete(&shim, &id).await;
+    shim.kill_and_delete(&id).await;
     shim.task
         .shutdown(ShutdownRequest::default(), &opts())
         .await
@@ -192,7 +163,7 @@ async fn an_event_containerd_refuses_does_not_block_the_exit() {
         ..Default::default()
     };
     shim.task.exec(exec, &opts()).await.expect("Exec");
-    kill_and_delete(&shim, &id).await;
+    shim.kill_and_delete(&id).await;
     events
         .log
         .wait_for("/tasks/exit and /tasks/delete after a refused event", |t| {
@@ -217,7 +188,7 @@ async fn signal_zero_checks_that_the_task_exists() {
         .kill(probe.clone(), &opts())
         .await
         .expect("Kill 0 of a running task");
-    kill_and_delete(&shim, &id).await;
+    shim.kill_and_delete(&id).await;
     shim.shutdown().await;
 }
 
@@ -227,41 +198,19 @@ async fn signal_zero_checks_that_the_task_exists() {
 // answered CREATED and runc listed it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_whose_caller_gave_up_is_rolled_back() {
-    use std::os::unix::fs::PermissionsExt;
     let events = EventServer::start().await;
     let id = unique("abandoned-create");
     let bundle = Bundle::new(&["sleep", "1000"]);
-    let runc_path = bundle.path().join("runc-slow-create");
-    let real_runc = String::from_utf8(
-        std::process::Command::new("sh")
-            .args(["-c", "command -v runc"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    std::fs::write(
-        &runc_path,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = create ] && sleep 3; done\nexec {} \"$@\"\n",
-            real_runc.trim()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&runc_path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runc = runc_stand_in(
+        bundle.path(),
+        "runc-slow-create",
+        "for a in \"$@\"; do [ \"$a\" = create ] && sleep 3; done",
+    );
     let shim = Shim::start(&id, bundle.path(), &events.address).await;
-    let options = containerd_shim_protos::shim::oci::Options {
-        binary_name: runc_path.to_string_lossy().into(),
-        ..Default::default()
-    };
     let create = CreateTaskRequest {
         id: id.clone(),
         bundle: bundle.path().to_string_lossy().into(),
-        options: containerd_shim_protos::protobuf::MessageField::some(Any {
-            type_url: "containerd.runc.v1.Options".into(),
-            value: containerd_shim_protos::protobuf::Message::write_to_bytes(&options).unwrap(),
-            ..Default::default()
-        }),
+        options: runc_binary_option(&runc),
         ..Default::default()
     };
     let gave_up = shim

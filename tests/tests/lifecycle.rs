@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use containerd_shim_protos::api::*;
 use containerd_shim_protos::events::task::{TaskExit, TaskStart};
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::types::task::Status;
 use rshim_tests::*;
@@ -17,15 +16,6 @@ fn create_req(id: &str, bundle: &Bundle, fifos: Option<&Fifos>) -> CreateTaskReq
         bundle: bundle.path().to_string_lossy().into(),
         stdout: fifos.map(|f| f.stdout.clone()).unwrap_or_default(),
         stderr: fifos.map(|f| f.stderr.clone()).unwrap_or_default(),
-        ..Default::default()
-    }
-}
-
-fn exec_spec(args: &[&str]) -> Any {
-    let spec = serde_json::json!({"args": args, "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}});
-    Any {
-        type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-        value: serde_json::to_vec(&spec).unwrap(),
         ..Default::default()
     }
 }
