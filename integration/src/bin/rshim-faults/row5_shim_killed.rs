@@ -122,14 +122,14 @@ fn shim_killed(
     } else {
         in_flight = Some(run);
     }
+    // Bounded poll for the shim: under load containerd can take seconds to start it.
     let mut shim = None;
-    for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while shim.is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
         shim = c.shim_of(&id);
-        if shim.is_some() {
-            break;
-        }
     }
+    anyhow::ensure!(shim.is_some(), "no shim for {id} appeared within 20 s");
     // Let the wrapper get into its sleep inside the runc call.
     std::thread::sleep(Duration::from_millis(500));
     let socket = socket_of(c, &id);
