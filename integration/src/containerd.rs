@@ -354,13 +354,18 @@ impl PrivateContainerd {
             .join(id)
     }
 
-    /// The live shim serving container `id`.
+    /// The live shim serving container `id`: the daemon, not its short-lived `start` or
+    /// `delete` action, which carry the same `-id` (killing the `start` action instead of the
+    /// daemon made row 5 of the faults kill nothing).
     pub fn shim_of(&self, id: &str) -> Option<i32> {
         shims_of(&self.address).into_iter().find(|pid| {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.windows(2)
-                .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
+            let action = args.iter().any(|a| *a == b"start" || *a == b"delete");
+            !action
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-id" && w[1] == id.as_bytes())
         })
     }
 
