@@ -80,12 +80,19 @@ fn shim_killed(
         .dir
         .path()
         .join(format!("runc-slow-{}-{}", phase.name(), rt.name()));
+    // The wrapper marks that it is inside the runc call before it sleeps there, so the test
+    // kills the shim at that point by waiting for the mark, not for a fixed time.
+    let inside = c
+        .dir
+        .path()
+        .join(format!("inside-{}-{}", phase.name(), rt.name()));
     std::fs::write(
         &slow,
         format!(
-            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {} ]; then sleep 3; fi; done\n\
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {} ]; then touch {}; sleep 3; fi; done\n\
              exec /usr/sbin/runc \"$@\"\n",
-            phase.name()
+            phase.name(),
+            inside.display()
         ),
     )?;
     std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755))?;
@@ -130,8 +137,18 @@ fn shim_killed(
         shim = c.shim_of(&id);
     }
     anyhow::ensure!(shim.is_some(), "no shim for {id} appeared within 20 s");
-    // Let the wrapper get into its sleep inside the runc call.
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the wrapper is inside the runc call (bounded); idle has no such call.
+    if phase != KillPhase::Idle {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !inside.exists() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "runc {} never started for {id}",
+                phase.name()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let socket = socket_of(c, &id);
     if let Some(pid) = shim {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
