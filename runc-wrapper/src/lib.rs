@@ -3,9 +3,9 @@
 //! - Bug class 1: every call has a deadline; on expiry runc's whole process group is killed and
 //!   reaped, and the error names the command and the time it had. A call that is cancelled
 //!   (its future dropped) kills the group too.
-//! - Bug class 3: for calls that hand the process's stdio to runc, the pipes' readers are
-//!   running before runc is spawned (`io::ProcessPipes`); runc's own stdout/stderr, when not
-//!   the process's, are drained concurrently with the wait.
+//! - Bug class 3: for calls that hand the process's stdio to runc (`io::RuncStdio`), the
+//!   caller has the pipes' readers running before runc is spawned; runc's own stdout/stderr,
+//!   when not the process's, are drained concurrently with the wait.
 //! - runc is never waited on with `Child::wait`: the shim is a subreaper that reaps every child
 //!   (`monitor::Reaper`); a call subscribes to exits before spawning and unsubscribes after.
 //! - Errors carry runc's own message (its `--log` JSON), never just "exit status 1".

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use runc_wrapper::io::ProcessPipes;
+use runc_wrapper::io::RuncStdio;
 use runc_wrapper::monitor::{ExitMonitor, Reaper};
 use runc_wrapper::{CreateOpts, Error, ExecOpts, Runc, RuncConfig};
 
@@ -129,49 +129,62 @@ fn flood_bytes() -> Vec<u8> {
 
 const FLOOD_CMD: &str = "yes abcdefghi | head -c 1048576 >&2";
 
-async fn file_sink(path: &Path) -> Box<dyn tokio::io::AsyncWrite + Send + Unpin> {
-    Box::new(tokio::fs::File::create(path).await.unwrap())
+/// The process's stdout and stderr as pipes whose readers run before runc is spawned (as the
+/// shim's stdio engine has them), each read to EOF into its file (or thrown away). The handle
+/// resolves once both reached EOF.
+fn drained_pipes(
+    stdout: Option<&Path>,
+    stderr: Option<&Path>,
+) -> (RuncStdio, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let mut stdio = RuncStdio::default();
+    let mut readers = Vec::new();
+    for (slot, path) in [(&mut stdio.stdout, stdout), (&mut stdio.stderr, stderr)] {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        *slot = Some(w);
+        let path = path.map(Path::to_path_buf);
+        let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(r).unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut all = Vec::new();
+            rx.read_to_end(&mut all).await.unwrap();
+            if let Some(path) = path {
+                std::fs::write(path, all).unwrap();
+            }
+        }));
+    }
+    let done = tokio::spawn(async move {
+        for r in readers {
+            r.await.unwrap();
+        }
+    });
+    (stdio, done)
 }
 
 #[test]
 fn exec_survives_a_stderr_flood_and_delivers_it_byte_exact() {
-    for hold in [false, true] {
-        let b = Bundle::new(&["sleep", "1000"]);
-        let flood = wrapper(b.path(), "exec", FLOOD_CMD);
-        let out_path = b.path().join(format!("stderr-{hold}"));
-        env().rt.block_on(async {
-            let runc = b.runc(Path::new("runc"));
-            runc.create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio: Default::default() }, Duration::from_secs(30)).await.unwrap();
-            runc.start(&b.id, Duration::from_secs(30)).await.unwrap();
-
-            let mut pipes = ProcessPipes::new(false, true, true, None).unwrap();
-            if hold {
-                pipes.hold();
-            } else {
-                pipes.attach_stderr(file_sink(&out_path).await);
-            }
-            pipes.attach_stdout(Box::new(tokio::io::sink()));
-            let process: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
-                "args": ["sh", "-c", "echo done >&2"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
-            }))
-            .unwrap();
-            let stdio = pipes.take_runc_stdio();
-            b.runc(&flood)
-                .exec(&b.id, &process, ExecOpts { pid_file: None, console_socket: None, detach: true, stdio }, Duration::from_secs(30))
-                .await
-                .expect("exec returns within its deadline despite the flood");
-            if hold {
-                pipes.attach_stderr(file_sink(&out_path).await);
-                pipes.release();
-            }
-            tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
-        });
-        let mut want = flood_bytes();
-        want.extend_from_slice(b"done\n");
-        let got = std::fs::read(&out_path).unwrap();
-        assert_eq!(got.len(), want.len(), "hold={hold}");
-        assert!(got == want, "hold={hold}: stderr not byte-exact");
-    }
+    let b = Bundle::new(&["sleep", "1000"]);
+    let flood = wrapper(b.path(), "exec", FLOOD_CMD);
+    let out_path = b.path().join("stderr");
+    env().rt.block_on(async {
+        let runc = b.runc(Path::new("runc"));
+        runc.create(&b.id, b.path(), CreateOpts { pid_file: None, console_socket: None, no_pivot: false, no_new_keyring: false, detach: true, stdio: Default::default() }, Duration::from_secs(30)).await.unwrap();
+        runc.start(&b.id, Duration::from_secs(30)).await.unwrap();
+        let (stdio, drained) = drained_pipes(None, Some(&out_path));
+        let process: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
+            "args": ["sh", "-c", "echo done >&2"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
+        }))
+        .unwrap();
+        b.runc(&flood)
+            .exec(&b.id, &process, ExecOpts { pid_file: None, console_socket: None, detach: true, stdio }, Duration::from_secs(30))
+            .await
+            .expect("exec returns within its deadline despite the flood");
+        tokio::time::timeout(Duration::from_secs(30), drained).await.expect("drained").unwrap();
+    });
+    let mut want = flood_bytes();
+    want.extend_from_slice(b"done\n");
+    let got = std::fs::read(&out_path).unwrap();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "stderr not byte-exact");
 }
 
 #[test]
@@ -180,11 +193,7 @@ fn create_survives_a_stderr_flood_and_delivers_it_byte_exact() {
     let flood = wrapper(b.path(), "create", FLOOD_CMD);
     let out_path = b.path().join("stderr");
     env().rt.block_on(async {
-        let mut pipes = ProcessPipes::new(false, false, true, None).unwrap();
-        // As the shim does: held while runc creates, released once it succeeded.
-        pipes.hold();
-        pipes.attach_stderr(file_sink(&out_path).await);
-        let stdio = pipes.take_runc_stdio();
+        let (stdio, drained) = drained_pipes(None, Some(&out_path));
         b.runc(&flood)
             .create(
                 &b.id,
@@ -201,14 +210,14 @@ fn create_survives_a_stderr_flood_and_delivers_it_byte_exact() {
             )
             .await
             .expect("create returns within its deadline despite the flood");
-        pipes.release();
         b.runc(Path::new("runc"))
             .start(&b.id, Duration::from_secs(30))
             .await
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(30), pipes.drained())
+        tokio::time::timeout(Duration::from_secs(30), drained)
             .await
-            .expect("drained");
+            .expect("drained")
+            .unwrap();
     });
     let mut want = flood_bytes();
     want.extend_from_slice(b"done\n");
@@ -412,19 +421,16 @@ fn exec_survives_a_flood_on_stdout_and_on_both_streams() {
             let runc = b.runc(Path::new("runc"));
             runc.create(&b.id, b.path(), CreateOpts::default(), Duration::from_secs(30)).await.unwrap();
             runc.start(&b.id, Duration::from_secs(30)).await.unwrap();
-            let mut pipes = ProcessPipes::new(false, true, true, None).unwrap();
-            pipes.attach_stdout(file_sink(&out_path).await);
-            pipes.attach_stderr(file_sink(&err_path).await);
+            let (stdio, drained) = drained_pipes(Some(&out_path), Some(&err_path));
             let process: oci_spec::runtime::Process = serde_json::from_value(serde_json::json!({
                 "args": ["sh", "-c", "echo out-done; echo err-done >&2"], "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 0, "gid": 0}
             }))
             .unwrap();
-            let stdio = pipes.take_runc_stdio();
             b.runc(&flood)
                 .exec(&b.id, &process, ExecOpts { detach: true, stdio, ..Default::default() }, Duration::from_secs(30))
                 .await
                 .unwrap_or_else(|e| panic!("{name}: exec did not survive the flood: {e}"));
-            tokio::time::timeout(Duration::from_secs(30), pipes.drained()).await.expect("drained");
+            tokio::time::timeout(Duration::from_secs(30), drained).await.expect("drained").unwrap();
         });
         let expect = |flooded: bool, tail: &str| {
             let mut v = if flooded { flood_bytes() } else { Vec::new() };

@@ -9,7 +9,6 @@
 #![deny(unsafe_code)]
 
 mod address;
-mod binary_io;
 mod blocking;
 mod cgroup;
 mod checkpoint;
@@ -36,10 +35,10 @@ mod sys;
 
 /// The decoding paths of untrusted input, for the fuzz targets (`fuzz/`).
 pub mod decode {
-    pub use crate::binary_io::command_line;
     pub use crate::options::RuncOptions;
     pub use crate::rootfs::parse_options;
     pub use crate::start::StartInput;
+    pub use crate::stdio::binary_command_line as command_line;
 }
 
 pub const NAME: &str = "containerd-shim-rshim-v2";

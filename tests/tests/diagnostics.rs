@@ -203,7 +203,8 @@ async fn output_of_a_failed_exec_is_counted_in_the_log() {
         .await;
     let line = text.lines().find(|l| l.contains("discarded ")).unwrap();
     assert!(
-        line.contains("bytes written while a process failed to start"),
+        line.contains("stderr: discarded ")
+            && line.contains("bytes written while the process failed to start"),
         "{line}"
     );
     shim.kill_and_delete(&id).await;
