@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rshim_integration::containerd::PrivateContainerd;
+use rshim_integration::image::IMAGE;
 use rshim_integration::Runtime;
 use ttrpc_client::task::TaskClient;
 use ttrpc_client::{CallOptions, Client};
@@ -55,19 +56,92 @@ pub fn still_serving(c: &PrivateContainerd, id: &str) -> anyhow::Result<bool> {
         }))
 }
 
-/// Kills and removes a container (best effort).
+/// `ctr run -d --runtime <rt> [extra] IMAGE <id> sleep 100000`: a long-running container for
+/// a row to work on.
+pub fn run_sleeper(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    id: &str,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let mut args = vec!["run", "-d", "--runtime", rt.runtime_type()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, id, "sleep", "100000"]);
+    let out = c.ctr(&args);
+    anyhow::ensure!(out.code == Some(0), "ctr run {id}: {}", out.stderr);
+    Ok(())
+}
+
+/// The STATUS column of `ctr task ls` for `id` (None: no such task).
+fn task_status(c: &PrivateContainerd, id: &str) -> Option<String> {
+    c.ctr(&["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+}
+
+/// Polls `done` every 50 ms for at most `bound`; whether it came true.
+pub fn poll(bound: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (at most `bound`) until process `pid` is gone (reaped); whether it is.
+pub fn wait_gone(pid: i32, bound: Duration) -> bool {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    poll(bound, || nix::sys::signal::kill(pid, None).is_err())
+}
+
+/// Live (non-zombie) processes whose command line contains `text`.
+pub fn processes_mentioning(text: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z');
+            !zombie
+                && String::from_utf8_lossy(&cmd)
+                    .replace('\0', " ")
+                    .contains(text)
+        })
+        .collect()
+}
+
+/// Kills and removes a container (best effort): SIGKILL, then the delete once the task is
+/// seen stopped (polled, at most 10 s).
 pub fn remove(c: &PrivateContainerd, id: &str) {
     let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-    std::thread::sleep(Duration::from_millis(300));
+    poll(Duration::from_secs(10), || {
+        task_status(c, id).is_none_or(|s| s == "STOPPED")
+    });
     let _ = c.ctr(&["task", "delete", "-f", id]);
     let _ = c.ctr(&["containers", "rm", id]);
 }
 
-/// Removes a container whose shim may be stuck: kill the shim, then let containerd clean up.
+/// Removes a container whose shim may be stuck: kill the shim (and wait, at most 10 s, until
+/// it is gone), then let containerd clean up.
 pub fn cleanup_hung(c: &PrivateContainerd, id: &str) {
     if let Some(pid) = c.shim_of(id) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(1000));
+        wait_gone(pid, Duration::from_secs(10));
     }
     let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
     let _ = c.ctr(&["task", "delete", "-f", id]);

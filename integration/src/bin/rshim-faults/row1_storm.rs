@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 use containerd_shim_protos::api::{DeleteRequest, KillRequest, WaitRequest};
 use rshim_integration::containerd::PrivateContainerd;
 use rshim_integration::events::EventCapture;
-use rshim_integration::image::IMAGE;
 use rshim_integration::procfs::usage;
 use rshim_integration::Runtime;
 use ttrpc_client::task::TaskClient;
 use ttrpc_client::{CallOptions, Client};
 
-use crate::helpers::{connect, shim_client_address, Cell};
+use crate::helpers::{connect, run_sleeper, shim_client_address, Cell};
 use crate::row::{both, Env, FaultRow, Outcome};
 
 pub struct Storm;
@@ -45,17 +44,7 @@ async fn storm(
     rounds: usize,
 ) -> anyhow::Result<Cell> {
     let id = format!("storm-{}", rt.name());
-    let out = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        rt.runtime_type(),
-        IMAGE,
-        &id,
-        "sleep",
-        "100000",
-    ]);
-    anyhow::ensure!(out.code == Some(0), "run: {}", out.stderr);
+    run_sleeper(c, rt, &id, &[])?;
     let pid = c
         .shim_of(&id)
         .ok_or_else(|| anyhow::anyhow!("no shim for {id}"))?;

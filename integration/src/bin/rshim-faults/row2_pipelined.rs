@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use rshim_integration::containerd::PrivateContainerd;
-use rshim_integration::image::IMAGE;
 use rshim_integration::Runtime;
 
-use crate::helpers::{frame, read_status, remove, socket_of, still_serving, Cell};
+use crate::helpers::{frame, read_status, remove, run_sleeper, socket_of, still_serving, Cell};
 use crate::row::{both, Env, FaultRow, Outcome};
 
 pub struct Pipelined;
@@ -33,21 +32,7 @@ fn server_deadlock(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
     use nix::sys::socket::{setsockopt, sockopt};
     use std::io::Write;
     let id = format!("srv-{}", rt.name());
-    anyhow::ensure!(
-        c.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt.runtime_type(),
-            IMAGE,
-            &id,
-            "sleep",
-            "100000"
-        ])
-        .code
-            == Some(0),
-        "run"
-    );
+    run_sleeper(c, rt, &id, &[])?;
     let path = socket_of(c, &id);
     let started = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();

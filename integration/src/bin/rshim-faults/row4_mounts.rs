@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use rshim_integration::containerd::{Options, PrivateContainerd, NAMESPACE};
-use rshim_integration::image::IMAGE;
 use rshim_integration::{ctr, Runtime};
 
 use crate::helpers::Cell;
+use crate::helpers::{run_sleeper, wait_gone};
 use crate::row::{both, Env, FaultRow, Outcome, Setup};
 
 pub struct Mounts;
@@ -43,17 +43,7 @@ fn mount_namespaces(rt: Runtime) -> anyhow::Result<Cell> {
         format!("mnt-{}-b", rt.name()),
     );
     for id in [&victim, &other] {
-        let out = c.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt.runtime_type(),
-            IMAGE,
-            id,
-            "sleep",
-            "100000",
-        ]);
-        anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
+        run_sleeper(&c, rt, id, &[])?;
     }
     let shim = c
         .shim_of(&victim)
@@ -63,7 +53,7 @@ fn mount_namespaces(rt: Runtime) -> anyhow::Result<Cell> {
     let mounted_before = holders(&rootfs).len();
     c.stop_daemon();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), nix::sys::signal::SIGKILL);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_gone(shim, Duration::from_secs(10));
     let binary = match rt {
         Runtime::Go => "/usr/bin/containerd-shim-runc-v2".to_string(),
         Runtime::Rshim => rshim_integration::containerd::rshim_bin_dir()

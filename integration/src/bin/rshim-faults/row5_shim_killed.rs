@@ -9,7 +9,7 @@ use rshim_integration::events::EventCapture;
 use rshim_integration::image::IMAGE;
 use rshim_integration::{ctr, Runtime};
 
-use crate::helpers::{runc_binary_args, socket_of, Cell};
+use crate::helpers::{poll, processes_mentioning, runc_binary_args, socket_of, Cell};
 use crate::row::{Env, FaultRow, Outcome};
 
 pub struct ShimKilled;
@@ -157,30 +157,32 @@ fn shim_killed(
         Some(t) => Some(t.join().map_err(|_| anyhow::anyhow!("ctr thread"))?),
         None => None,
     };
-    // Past the wrapper's sleep: a runc that outlived the shim would have acted by now.
-    std::thread::sleep(Duration::from_secs(4));
-    let exit_reported = events.topics_for(&id).iter().any(|t| t == "/tasks/exit");
+    // A runc (or its wrapper) that outlived the shim acts when its sleep ends: wait (bounded)
+    // until none is left, so that what it did is seen below.
+    let slow_path = slow.to_string_lossy().into_owned();
+    let runc_left = || {
+        let runcs = processes_mentioning("/usr/sbin/runc");
+        !processes_mentioning(&slow_path).is_empty()
+            || processes_mentioning(&id).iter().any(|p| runcs.contains(p))
+    };
+    anyhow::ensure!(
+        poll(Duration::from_secs(20), || !runc_left()),
+        "a runc call of {id} still runs 20 s after its shim was killed"
+    );
+    // containerd's cleanup of the dead shim reports the exit (not for a create: nothing ran).
+    let exit_seen = || events.topics_for(&id).iter().any(|t| t == "/tasks/exit");
+    let exit_reported = if phase == KillPhase::Create {
+        exit_seen()
+    } else {
+        poll(Duration::from_secs(20), exit_seen)
+    };
     let _ = c.ctr(&["task", "delete", &id]);
     let _ = c.ctr(&["containers", "rm", &id]);
     let runc_state = std::path::Path::new("/run/containerd/runc")
         .join(NAMESPACE)
         .join(&id)
         .exists();
-    let leftover: Vec<i32> = std::fs::read_dir("/proc")?
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z');
-            !zombie && String::from_utf8_lossy(&cmd).contains(&id)
-        })
-        .collect();
+    let leftover = processes_mentioning(&id);
     let mounts = rshim_integration::containerd::mounts_under(&c.bundle(&id)).len();
     let socket_left = !socket.is_empty() && std::path::Path::new(&socket).exists();
     if runc_state {

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use rshim_integration::containerd::PrivateContainerd;
-use rshim_integration::image::IMAGE;
 use rshim_integration::Runtime;
 
 use crate::helpers::Cell;
+use crate::helpers::{remove, run_sleeper, wait_gone};
 use crate::row::{both, Env, FaultRow, Outcome, Setup};
 
 pub struct ContainerdRestart;
@@ -38,17 +38,7 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
         format!("restart-{}-lives", rt.name()),
     );
     for id in [&dies, &lives] {
-        let out = c.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt.runtime_type(),
-            IMAGE,
-            id,
-            "sleep",
-            "100000",
-        ]);
-        anyhow::ensure!(out.code == Some(0), "run {id}: {}", out.stderr);
+        run_sleeper(c, rt, id, &[])?;
     }
     let ls = c.ctr(&["task", "ls"]).stdout;
     let pid: i32 = ls
@@ -61,7 +51,11 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
     c.stop_daemon();
     // The exit happens while containerd is down: its event cannot be delivered now.
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-    std::thread::sleep(Duration::from_secs(3));
+    // Reaped by its shim (its parent) while containerd is down: the exit has happened.
+    anyhow::ensure!(
+        wait_gone(pid, Duration::from_secs(20)),
+        "{dies}'s process was not reaped within 20 s"
+    );
     let log_before = std::fs::read_to_string(c.dir.path().join("containerd.log"))
         .unwrap_or_default()
         .len();
@@ -101,10 +95,7 @@ fn containerd_restart(c: &mut PrivateContainerd, rt: Runtime) -> anyhow::Result<
     };
     let (dead_state, live_state) = (state_of(&dies), state_of(&lives));
     for id in [&dies, &lives] {
-        let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = c.ctr(&["task", "delete", "-f", id]);
-        let _ = c.ctr(&["containers", "rm", id]);
+        remove(c, id);
     }
     let exec_ok = exec.code == Some(0) && exec.stdout == "still flowing\n";
     let pass = forwarded == 1

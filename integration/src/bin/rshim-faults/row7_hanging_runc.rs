@@ -7,7 +7,9 @@ use rshim_integration::containerd::{PrivateContainerd, NAMESPACE};
 use rshim_integration::image::IMAGE;
 use rshim_integration::{ctr, Runtime};
 
-use crate::helpers::{cleanup_hung, remove, runc_binary_args, shim_client_address, Cell};
+use crate::helpers::{
+    cleanup_hung, poll, remove, run_sleeper, runc_binary_args, shim_client_address, Cell,
+};
 use crate::row::{both, Env, FaultRow, Outcome};
 
 pub struct HangingRunc;
@@ -33,10 +35,15 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<C
     const BOUND: Duration = Duration::from_secs(20);
     let hang = c.dir.path().join(format!("runc-hang-pause-{}", rt.name()));
     // Hangs in `pause`; crashes (SIGSEGV) in `exec`.
+    // It marks that it hangs (so the row waits for that, not for a fixed time).
+    let hanging = c.dir.path().join(format!("hanging-pause-{}", rt.name()));
     std::fs::write(
         &hang,
-        "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = pause ]; then exec sleep 1000; fi; \
-         if [ \"$a\" = exec ]; then kill -SEGV $$; fi; done\nexec /usr/sbin/runc \"$@\"\n",
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = pause ]; then touch {}; exec sleep 1000; fi; \
+             if [ \"$a\" = exec ]; then kill -SEGV $$; fi; done\nexec /usr/sbin/runc \"$@\"\n",
+            hanging.display()
+        ),
     )?;
     std::fs::set_permissions(&hang, std::fs::Permissions::from_mode(0o755))?;
     let group = format!("io.containerd.runc.v2.group=pod-{}", rt.name());
@@ -61,19 +68,7 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<C
     ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     anyhow::ensure!(c.ctr(&refs).code == Some(0), "run {stuck}");
-    let out = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        rt.runtime_type(),
-        "--annotation",
-        &group,
-        IMAGE,
-        &healthy,
-        "sleep",
-        "100000",
-    ]);
-    anyhow::ensure!(out.code == Some(0), "run {healthy}: {}", out.stderr);
+    run_sleeper(c, rt, &healthy, &["--annotation", &group])?;
     // A pod shim's command line names only the first container: compare the bundles' addresses.
     let one_shim = !shim_client_address(c, &stuck).is_empty()
         && shim_client_address(c, &stuck) == shim_client_address(c, &healthy);
@@ -96,7 +91,11 @@ fn hanging_runc_in_a_pod(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<C
         .collect();
         (ctr::run("ctr", &args, None, BOUND), t0.elapsed())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the stand-in hangs inside `pause` (bounded).
+    anyhow::ensure!(
+        poll(BOUND, || hanging.exists()),
+        "the hanging pause never started"
+    );
     let t0 = Instant::now();
     let exec = c.ctr_with(
         &["task", "exec", "--exec-id", "probe", &healthy, "echo", "ok"],

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use rshim_integration::containerd::PrivateContainerd;
-use rshim_integration::image::IMAGE;
 use rshim_integration::procfs::usage;
 use rshim_integration::{ctr, Runtime};
 
-use crate::helpers::{frame, read_status, remove, socket_of, still_serving, Cell};
+use crate::helpers::{
+    frame, poll, read_status, remove, run_sleeper, socket_of, still_serving, Cell,
+};
 use crate::row::{both, Env, FaultRow, Outcome};
 
 pub struct HostileClients;
@@ -34,24 +35,11 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
     let id = format!("hostile-{}", rt.name());
-    anyhow::ensure!(
-        c.ctr(&[
-            "run",
-            "-d",
-            "--runtime",
-            rt.runtime_type(),
-            IMAGE,
-            &id,
-            "sleep",
-            "100000"
-        ])
-        .code
-            == Some(0),
-        "run"
-    );
+    run_sleeper(c, rt, &id, &[])?;
     let pid = c.shim_of(&id).ok_or_else(|| anyhow::anyhow!("no shim"))?;
     let path = socket_of(c, &id);
-    std::thread::sleep(Duration::from_millis(300));
+    // The baseline once the shim serves (it answers a well-formed client).
+    anyhow::ensure!(still_serving(c, &id)?, "the shim does not serve");
     let before = usage(pid);
     let open = || -> std::io::Result<UnixStream> {
         let s = UnixStream::connect(&path)?;
@@ -143,7 +131,7 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
         ))
     };
     let py = format!(
-        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect({:?})\ns.sendall(bytes.fromhex({connect_frame:?}))\ntry:\n  d=s.recv(10)\nexcept Exception:\n  d=b''\nprint('answered' if d else 'refused')\n",
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(5)\ns.connect({:?})\ntry:\n  s.sendall(bytes.fromhex({connect_frame:?}))\n  d=s.recv(10)\nexcept Exception:\n  d=b''\nprint('answered' if d else 'refused')\n",
         link.to_string_lossy()
     );
     let other_uid = ctr::run(
@@ -175,7 +163,9 @@ fn hostile_clients(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
             other_uid.stdout.trim().to_string()
         }
     ));
-    std::thread::sleep(Duration::from_millis(500));
+    // The shim closes the hostile connections as it sees them: poll (bounded) for its fds to
+    // come back to the baseline.
+    poll(Duration::from_secs(10), || usage(pid).fds <= before.fds + 2);
     let after = usage(pid);
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     let serving = still_serving(c, &id)?;

@@ -6,11 +6,10 @@ use std::time::Duration;
 use containerd_shim_protos::api::*;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use rshim_integration::containerd::{PrivateContainerd, NAMESPACE};
-use rshim_integration::image::IMAGE;
 use rshim_integration::Runtime;
 use ttrpc_client::{CallOptions, Code};
 
-use crate::helpers::{connect, remove, shim_client_address, Cell};
+use crate::helpers::{connect, remove, run_sleeper, shim_client_address, Cell};
 use crate::row::{both, Env, FaultRow, Outcome};
 
 pub struct BadRequests;
@@ -49,17 +48,7 @@ fn process_spec(args: &[&str]) -> Any {
 
 fn bad_requests(c: &PrivateContainerd, rt: Runtime) -> anyhow::Result<Cell> {
     let id = format!("bad-{}", rt.name());
-    let out = c.ctr(&[
-        "run",
-        "-d",
-        "--runtime",
-        rt.runtime_type(),
-        IMAGE,
-        &id,
-        "sleep",
-        "100000",
-    ]);
-    anyhow::ensure!(out.code == Some(0), "ctr run: {}", out.stderr);
+    run_sleeper(c, rt, &id, &[])?;
     let address = shim_client_address(c, &id);
     let bundle = c.bundle(&id).to_string_lossy().into_owned();
     let no_config = tempfile::tempdir()?;
