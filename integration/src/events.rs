@@ -66,9 +66,49 @@ impl EventCapture {
                 }
             }
         });
-        // `ctr events` subscribes asynchronously; give it a moment to be listening.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Ok(EventCapture { child, events })
+        let capture = EventCapture { child, events };
+        capture.wait_subscribed(address)?;
+        Ok(capture)
+    }
+
+    /// `ctr events` subscribes asynchronously: publish probe events (a namespace created and
+    /// removed) until one is seen, bounded, then forget the probes.
+    fn wait_subscribed(&self, address: &str) -> std::io::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for attempt in 0.. {
+            let name = format!("rshim-events-probe-{}-{attempt}", std::process::id());
+            let ctr = |verb: &str| {
+                Command::new("ctr")
+                    .args(["--address", address, "namespaces", verb, &name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+            };
+            ctr("create")?;
+            let _ = ctr("remove");
+            let seen = || {
+                self.events
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e.payload["name"].as_str() == Some(name.as_str()))
+            };
+            let this_round = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !seen() && std::time::Instant::now() < this_round {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            if seen() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::other("ctr events saw no event within 30 s"));
+            }
+        }
+        self.events
+            .lock()
+            .unwrap()
+            .retain(|e| !e.topic.starts_with("/namespaces/"));
+        Ok(())
     }
 
     /// Topics seen so far for one container, in order.
