@@ -226,12 +226,16 @@ async fn storm(
         .await
         .map_err(|e| anyhow::anyhow!("wait: {e}"))?
         .exit_status;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let exits = events
-        .topics_for(&id)
-        .iter()
-        .filter(|t| *t == "/tasks/exit")
-        .count();
+    // The exit event reaches `ctr events` after the Wait's answer: poll for it (bounded).
+    let count_exits = || {
+        events
+            .topics_for(&id)
+            .iter()
+            .filter(|t| *t == "/tasks/exit")
+            .count()
+    };
+    crate::helpers::poll(Duration::from_secs(10), || count_exits() >= 1);
+    let exits = count_exits();
     let _ = c.ctr(&["task", "delete", &id]);
     let _ = c.ctr(&["containers", "rm", &id]);
 
