@@ -335,10 +335,13 @@ async fn stdin_written_before_close_io_arrives_to_the_last_byte() {
     .await;
     let out = Fifos::collect(&fifos.stdout);
     let pid = task.start("").await.expect("Start").pid;
-    // Stopped from outside (a namespace's init ignores SIGSTOP from inside it).
+    // Stopped from outside (a namespace's init ignores SIGSTOP from inside it). Sent until the
+    // process is seen stopped: Start returns while runc init (a multi-threaded Go program) may
+    // still be in execve, and execve drops a group stop that is pending then (the test failed
+    // 1 run in 6 with the whole file in parallel: `wc` running, nothing pending).
     let process = nix::unistd::Pid::from_raw(pid as i32);
-    nix::sys::signal::kill(process, nix::sys::signal::SIGSTOP).unwrap();
     poll("the process is stopped", Duration::from_secs(10), || {
+        nix::sys::signal::kill(process, nix::sys::signal::SIGSTOP).unwrap();
         process_state(pid) == 'T'
     })
     .await;
