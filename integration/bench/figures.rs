@@ -65,6 +65,21 @@ fn run_detached(
     check(&c.ctr(&args), &format!("ctr run -d {id}"))
 }
 
+/// One idle container (`sleep`), in the pod shim `pod` if given, for `--hold`.
+pub fn hold_one(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    id: &str,
+    pod: Option<String>,
+) -> anyhow::Result<()> {
+    let annotation = pod.map(|p| format!("{GROUP_ANNOTATION}={p}"));
+    let extra: Vec<&str> = match &annotation {
+        Some(a) => vec!["--annotation", a],
+        None => vec![],
+    };
+    run_detached(c, rt, id, &extra, &["sleep", "100000"])
+}
+
 fn remove(c: &PrivateContainerd, id: &str) {
     let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
     let _ = c.ctr(&["task", "delete", "-f", id]);
@@ -97,6 +112,7 @@ pub fn memory(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::R
         }
     }
     let mut figs = vec![rss, pss, threads];
+    figs.extend(idle_shims(c, plan)?);
     let sizes = &plan.pod_sizes;
     let mut pod_rss: Vec<Figure> = sizes
         .iter()
@@ -151,6 +167,32 @@ pub fn memory(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::R
     figs.push(pod_threads);
     figs.push(growth);
     Ok(figs)
+}
+
+/// `plan.idle_shims` shims of one container each, idle at once: what each costs when the
+/// binary's text is shared among them (PSS), per shim.
+fn idle_shims(c: &PrivateContainerd, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let n = plan.idle_shims;
+    let mut rss = Figure::new("memory", format!("{n} idle shims: RSS per shim"), "MiB");
+    let mut pss = Figure::new("memory", format!("{n} idle shims: PSS per shim"), "MiB");
+    for i in 0..plan.few {
+        for rt in order(i) {
+            let ids: Vec<String> = (0..n).map(|k| format!("idle-{}-{i}-{k}", rt.name())).collect();
+            for id in &ids {
+                run_detached(c, rt, id, &[], &["sleep", "100000"])?;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            let shims = shims_of(&c.address);
+            if shims.len() != n {
+                bail!("{}: {} shims for {n} containers", rt.name(), shims.len());
+            }
+            let all: Vec<Usage> = shims.iter().map(|p| usage(*p)).collect();
+            rss.push(rt, mib(all.iter().map(|u| u.rss_kib).sum::<u64>()) / n as f64);
+            pss.push(rt, mib(all.iter().map(|u| u.pss_kib).sum::<u64>()) / n as f64);
+            remove_parallel(c);
+        }
+    }
+    Ok(vec![rss, pss])
 }
 
 /// `ctr run --rm` of `/bin/true` through containerd.
@@ -471,7 +513,7 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
         format!("all shims of {n} containers: threads"),
         "threads",
     );
-    for rt in order(0) {
+    for rt in (0..plan.scale_runs).flat_map(order) {
         let t = Instant::now();
         let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
