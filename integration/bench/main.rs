@@ -191,7 +191,10 @@ fn hold(n: usize, pod: bool) -> anyhow::Result<()> {
     use_release_shim();
     let c = PrivateContainerd::start(Options::default())?;
     c.import_busybox()?;
-    for rt in [rshim_integration::Runtime::Go, rshim_integration::Runtime::Rshim] {
+    for rt in [
+        rshim_integration::Runtime::Go,
+        rshim_integration::Runtime::Rshim,
+    ] {
         for k in 0..n {
             let id = format!("hold-{}-{k}", rt.name());
             figures::hold_one(&c, rt, &id, pod.then(|| format!("hold-{}", rt.name())))?;
