@@ -611,7 +611,14 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
             return Err(e);
         }
         std::thread::sleep(Duration::from_millis(500));
-        let shims = shims_of(&c.address);
+        // A start action that lost its pod's socket to another one exits on its own; give
+        // such stragglers a bounded moment before counting.
+        let settle = Instant::now() + Duration::from_secs(5);
+        let mut shims = shims_of(&c.address);
+        while shims.len() != pods && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(100));
+            shims = shims_of(&c.address);
+        }
         let sum = shims
             .iter()
             .map(|p| usage(*p))
