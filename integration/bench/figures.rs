@@ -1,6 +1,7 @@
 //! The measurements. Each group runs the two shims alternately (A B, then B A, ...) and
 //! returns its figures; every container it made is removed by the caller afterwards.
 
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -65,6 +66,21 @@ fn run_detached(
     check(&c.ctr(&args), &format!("ctr run -d {id}"))
 }
 
+/// One idle container (`sleep`), in the pod shim `pod` if given, for `--hold`.
+pub fn hold_one(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    id: &str,
+    pod: Option<String>,
+) -> anyhow::Result<()> {
+    let annotation = pod.map(|p| format!("{GROUP_ANNOTATION}={p}"));
+    let extra: Vec<&str> = match &annotation {
+        Some(a) => vec!["--annotation", a],
+        None => vec![],
+    };
+    run_detached(c, rt, id, &extra, &["sleep", "100000"])
+}
+
 fn remove(c: &PrivateContainerd, id: &str) {
     let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
     let _ = c.ctr(&["task", "delete", "-f", id]);
@@ -97,6 +113,7 @@ pub fn memory(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::R
         }
     }
     let mut figs = vec![rss, pss, threads];
+    figs.extend(idle_shims(c, plan)?);
     let sizes = &plan.pod_sizes;
     let mut pod_rss: Vec<Figure> = sizes
         .iter()
@@ -151,6 +168,41 @@ pub fn memory(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::R
     figs.push(pod_threads);
     figs.push(growth);
     Ok(figs)
+}
+
+/// `plan.idle_shims` shims of one container each, idle at once: what each costs when the
+/// binary's text is shared among them (PSS), per shim.
+fn idle_shims(c: &PrivateContainerd, plan: &Plan) -> anyhow::Result<Vec<Figure>> {
+    let n = plan.idle_shims;
+    let mut rss = Figure::new("memory", format!("{n} idle shims: RSS per shim"), "MiB");
+    let mut pss = Figure::new("memory", format!("{n} idle shims: PSS per shim"), "MiB");
+    for i in 0..plan.few {
+        for rt in order(i) {
+            let ids: Vec<String> = (0..n)
+                .map(|k| format!("idle-{}-{i}-{k}", rt.name()))
+                .collect();
+            no_shims_left(c);
+            for id in &ids {
+                run_detached(c, rt, id, &[], &["sleep", "100000"])?;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            let shims = shims_of(&c.address);
+            if shims.len() != n {
+                bail!("{}: {} shims for {n} containers", rt.name(), shims.len());
+            }
+            let all: Vec<Usage> = shims.iter().map(|p| usage(*p)).collect();
+            rss.push(
+                rt,
+                mib(all.iter().map(|u| u.rss_kib).sum::<u64>()) / n as f64,
+            );
+            pss.push(
+                rt,
+                mib(all.iter().map(|u| u.pss_kib).sum::<u64>()) / n as f64,
+            );
+            remove_parallel(c);
+        }
+    }
+    Ok(vec![rss, pss])
 }
 
 /// `ctr run --rm` of `/bin/true` through containerd.
@@ -252,7 +304,16 @@ pub fn shim_share(
     let mut runc = Figure::new("shim", "runc run alone (floor, same for both)", "ms").latency();
     runc.go = floor.clone();
     runc.rshim = floor;
-    Ok(vec![start, rpc, own, runc])
+    let calls = runc_calls_floor(plan.runs)?;
+    let mut calls_fig = Figure::new(
+        "shim",
+        "runc create, start, delete alone (floor, same for both)",
+        "ms",
+    )
+    .latency();
+    calls_fig.go = calls.clone();
+    calls_fig.rshim = calls;
+    Ok(vec![start, rpc, own, runc, calls_fig])
 }
 
 async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Result<Duration> {
@@ -311,6 +372,55 @@ fn runc_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
         if !status.success() {
             bail!("runc run failed: {status}");
         }
+        v.push(ms(t.elapsed()));
+    }
+    Ok(v)
+}
+
+/// `runc create`, `runc start`, the process's exit (seen through a pidfd) and `runc delete`
+/// of a `/bin/true` bundle, in ms: the runc calls a shim makes for Create, Start and Delete,
+/// without any shim. What the shim's own share (above `runc run`) cannot go below while it
+/// runs runc once per call, as both shims do.
+fn runc_calls_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
+    let root = "/run/rshim-bench-runc";
+    let runc = |args: &[&str]| -> anyhow::Result<()> {
+        let status = Command::new("runc")
+            .args(["--root", root])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("runc {}: {status}", args.join(" "));
+        }
+        Ok(())
+    };
+    let mut v = Vec::new();
+    for i in 0..runs {
+        let bundle = Bundle::new(&["true"]);
+        let id = format!("calls-{i}-{}", std::process::id());
+        let pid_file = bundle.path().join("init.pid");
+        let (b, p) = (bundle.path().to_string_lossy(), pid_file.to_string_lossy());
+        let t = Instant::now();
+        runc(&["create", "--bundle", &b, "--pid-file", &p, &id])?;
+        let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+        // SAFETY: pidfd_open takes a pid and flags; the fd it returns is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            bail!("pidfd_open {pid}: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
+        let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        runc(&["start", &id])?;
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16))? != 1 {
+            bail!("{id} did not exit within 30 s");
+        }
+        runc(&["delete", &id])?;
         v.push(ms(t.elapsed()));
     }
     Ok(v)
@@ -471,7 +581,8 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
         format!("all shims of {n} containers: threads"),
         "threads",
     );
-    for rt in order(0) {
+    for rt in (0..plan.scale_runs).flat_map(order) {
+        no_shims_left(c);
         let t = Instant::now();
         let results: Vec<anyhow::Result<()>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
@@ -500,7 +611,14 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
             return Err(e);
         }
         std::thread::sleep(Duration::from_millis(500));
-        let shims = shims_of(&c.address);
+        // A start action that lost its pod's socket to another one exits on its own; give
+        // such stragglers a bounded moment before counting.
+        let settle = Instant::now() + Duration::from_secs(5);
+        let mut shims = shims_of(&c.address);
+        while shims.len() != pods && Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(100));
+            shims = shims_of(&c.address);
+        }
         let sum = shims
             .iter()
             .map(|p| usage(*p))
@@ -519,6 +637,15 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
         remove_parallel(c);
     }
     Ok(vec![total, rss, pss, threads])
+}
+
+/// Waits (at most 30 s) until the shims of earlier rounds are gone: a shim exits after the
+/// Delete that containerd's removal waited for, so a count taken at once could include it.
+fn no_shims_left(c: &PrivateContainerd) {
+    let settle = Instant::now() + Duration::from_secs(30);
+    while !shims_of(&c.address).is_empty() && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn remove_parallel(c: &PrivateContainerd) {

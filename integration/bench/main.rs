@@ -29,6 +29,10 @@ pub struct Plan {
     pub stdio_mib: (usize, usize),
     /// Pods and containers per pod of the scale figure.
     pub scale: (usize, usize),
+    /// Samples per runtime of the scale figure (alternating).
+    pub scale_runs: usize,
+    /// Idle shims (one container each) for the per-shim PSS figure.
+    pub idle_shims: usize,
     pub only: Option<Vec<String>>,
 }
 
@@ -58,6 +62,13 @@ fn main() -> anyhow::Result<()> {
                 let figures = plot::figures_from_csv(&csv);
                 return plot::ratios_svg(&figures, &dir.join("bench.svg"), TITLE);
             }
+            // Leaves N idle containers (one shim each, or one pod shim with --pod) per runtime
+            // for inspection (smaps, strace, perf), prints the shims' pids and waits for a
+            // line on stdin.
+            "--hold" => {
+                let n: usize = args.next().context("--hold N")?.parse()?;
+                return hold(n, args.next().as_deref() == Some("--pod"));
+            }
             "--runs" => runs = Some(args.next().context("--runs N")?.parse()?),
             "--out" => out = Some(PathBuf::from(args.next().context("--out DIR")?)),
             "--only" => {
@@ -82,6 +93,8 @@ fn main() -> anyhow::Result<()> {
             pod_sizes: vec![1, 3],
             stdio_mib: (64, 16),
             scale: (2, 3),
+            scale_runs: 1,
+            idle_shims: 2,
             only,
         }
     } else {
@@ -91,6 +104,8 @@ fn main() -> anyhow::Result<()> {
             pod_sizes: vec![1, 10, 50],
             stdio_mib: (1024, 256),
             scale: (10, 10),
+            scale_runs: 5,
+            idle_shims: 10,
             only,
         }
     };
@@ -104,18 +119,7 @@ fn main() -> anyhow::Result<()> {
     });
     std::fs::create_dir_all(&out)?;
 
-    // A release bench measures the release shim: the static one `scripts/build-release.sh`
-    // builds (as deployed), else the one `cargo build --release` put beside it.
-    if !cfg!(debug_assertions) && std::env::var_os("RSHIM_BIN_DIR").is_none() {
-        let target = rshim_integration::workspace_root().join("target");
-        let static_dir = target.join("x86_64-unknown-linux-gnu/release");
-        let release = if static_dir.join("containerd-shim-rshim-v2").exists() {
-            static_dir
-        } else {
-            target.join("release")
-        };
-        std::env::set_var("RSHIM_BIN_DIR", release);
-    }
+    use_release_shim();
     let c = PrivateContainerd::start(Options::default())?;
     c.import_busybox()?;
     let events = EventCapture::start(&c.address)?;
@@ -165,5 +169,45 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out.join("bench.csv"), stats::csv(&all))?;
     plot::ratios_svg(&all, &out.join("bench.svg"), TITLE)?;
     eprintln!("bench: wrote {}/bench.{{md,csv,svg}}", out.display());
+    Ok(())
+}
+
+/// A release bench measures the release shim: the static one `scripts/build-release.sh`
+/// builds (as deployed), else the one `cargo build --release` put beside it.
+fn use_release_shim() {
+    if !cfg!(debug_assertions) && std::env::var_os("RSHIM_BIN_DIR").is_none() {
+        let target = rshim_integration::workspace_root().join("target");
+        let static_dir = target.join("x86_64-unknown-linux-gnu/release");
+        let release = if static_dir.join("containerd-shim-rshim-v2").exists() {
+            static_dir
+        } else {
+            target.join("release")
+        };
+        std::env::set_var("RSHIM_BIN_DIR", release);
+    }
+}
+
+fn hold(n: usize, pod: bool) -> anyhow::Result<()> {
+    use_release_shim();
+    let c = PrivateContainerd::start(Options::default())?;
+    c.import_busybox()?;
+    for rt in [
+        rshim_integration::Runtime::Go,
+        rshim_integration::Runtime::Rshim,
+    ] {
+        for k in 0..n {
+            let id = format!("hold-{}-{k}", rt.name());
+            figures::hold_one(&c, rt, &id, pod.then(|| format!("hold-{}", rt.name())))?;
+            if pod && k > 0 {
+                continue; // the pod's shim is named after its first container
+            }
+            let pid = c.shim_of(&id).context("shim of the container")?;
+            println!("{} {id} shim pid {pid}", rt.name());
+        }
+    }
+    eprintln!("holding; press Enter to remove them");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    c.remove_all();
     Ok(())
 }

@@ -402,8 +402,8 @@ impl Runc {
             .process_group(0);
         // runc dies with the shim (as go-runc's Pdeathsig does): a runc outliving a killed shim
         // could create a container after containerd's cleanup ran, owned by nobody. The signal
-        // follows the spawning *thread*; runc is spawned from runtime worker threads or the
-        // main thread, which live as long as the shim.
+        // follows the spawning *thread*; the shim spawns runc from its runtime's one thread
+        // (the main thread), which lives as long as the shim.
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {

@@ -25,7 +25,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use tokio::sync::{oneshot, Notify};
@@ -42,17 +42,22 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const EVENTS_SERVICE: &str = ttrpc_client::events::SERVICE;
 
 /// A containerd task event, by topic.
-pub trait Topic: containerd_shim_protos::protobuf::MessageFull {
+pub trait Topic: containerd_shim_protos::protobuf::Message + std::fmt::Debug {
     const TOPIC: &'static str;
     /// Never dropped from the queue: containerd's view of the task depends on it.
     const KEPT: bool;
+    /// The message's full protobuf name, by which containerd resolves the payload
+    /// ("containerd.events.TaskExit"). A constant, not the reflection descriptor: building
+    /// the descriptors of the events' proto files costs every shim heap it keeps for life.
+    const TYPE_URL: &'static str;
 }
 
 macro_rules! topics {
-    ($($ty:ty => $topic:literal, $kept:literal),* $(,)?) => {
+    ($($ty:ident => $topic:literal, $kept:literal),* $(,)?) => {
         $(impl Topic for $ty {
             const TOPIC: &'static str = $topic;
             const KEPT: bool = $kept;
+            const TYPE_URL: &'static str = concat!("containerd.events.", stringify!($ty));
         })*
     };
 }
@@ -163,12 +168,8 @@ impl Publisher {
 
     /// Queues an event. Never blocks; see the module doc for what may be dropped.
     pub fn publish<E: Topic>(&self, event: E) {
+        log::debug!("publish {} {event:?}", E::TOPIC);
         let request = envelope(&self.namespace, E::TOPIC, &event, SystemTime::now());
-        log::debug!(
-            "publish {} {}",
-            E::TOPIC,
-            containerd_shim_protos::protobuf::text_format::print_to_string(&event)
-        );
         self.push(Item::Event {
             request,
             kept: E::KEPT,
@@ -199,17 +200,10 @@ impl PublisherTask {
     }
 }
 
-fn envelope(
-    namespace: &str,
-    topic: &str,
-    event: &dyn MessageDyn,
-    at: SystemTime,
-) -> ForwardRequest {
-    // containerd resolves the payload by the message's full protobuf name
-    // (e.g. "containerd.events.TaskExit").
+fn envelope<E: Topic>(namespace: &str, topic: &str, event: &E, at: SystemTime) -> ForwardRequest {
     let any = Any {
-        type_url: event.descriptor_dyn().full_name().to_string(),
-        value: event.write_to_bytes_dyn().unwrap_or_default(),
+        type_url: E::TYPE_URL.to_string(),
+        value: event.write_to_bytes().unwrap_or_default(),
         ..Default::default()
     };
     let envelope = Envelope {
@@ -355,5 +349,22 @@ mod tests {
         assert_eq!(env.namespace, "ns");
         assert_eq!(env.event.type_url, "containerd.events.TaskExit");
         assert_eq!(TaskExit::parse_from_bytes(&env.event.value).unwrap(), exit);
+    }
+
+    #[test]
+    fn each_type_url_is_the_messages_full_protobuf_name() {
+        use containerd_shim_protos::protobuf::MessageFull;
+        fn check<E: Topic + MessageFull>() {
+            assert_eq!(E::TYPE_URL, E::descriptor().full_name());
+        }
+        check::<TaskCreate>();
+        check::<TaskStart>();
+        check::<TaskDelete>();
+        check::<TaskExit>();
+        check::<TaskOOM>();
+        check::<TaskExecAdded>();
+        check::<TaskExecStarted>();
+        check::<TaskPaused>();
+        check::<TaskResumed>();
     }
 }
