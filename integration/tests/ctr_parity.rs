@@ -526,36 +526,30 @@ fn log_uris(x: &mut Ctx) {
         );
     }
     // The logging binary is done when it has exited; the file:// log when it holds both lines.
-    poll_until(
-        &format!(
-            "{}: the logging binary's exit and both streams in the file:// log",
-            x.id
-        ),
-        SETTLE,
-        || {
-            let logger = script.to_string_lossy();
-            let running = std::fs::read_dir("/proc")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|e| {
-                    let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-                    String::from_utf8_lossy(&cmd).contains(logger.as_ref())
-                });
-            let log = std::fs::read_to_string(dir.path().join("file/log")).unwrap_or_default();
-            let missing: Vec<&str> = ["args", "stdout", "stderr", "file/log"]
-                .into_iter()
-                .filter(|f| !dir.path().join(f).exists())
-                .collect();
-            if !running && missing.is_empty() && log.lines().count() >= 2 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "logger running: {running}, files missing: {missing:?}, file:// log {log:?}"
-                ))
-            }
-        },
-    );
+    // Bounded, and what is seen then is the observation: the Go shim waits at most 2 s for a
+    // process's output at Delete and can lose a stream of the file:// log under load (`explain`).
+    let settled = std::time::Instant::now() + SETTLE;
+    loop {
+        let logger = script.to_string_lossy();
+        let running = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd).contains(logger.as_ref())
+            });
+        let log = std::fs::read_to_string(dir.path().join("file/log")).unwrap_or_default();
+        let complete = ["args", "stdout", "stderr", "file/log"]
+            .into_iter()
+            .all(|f| dir.path().join(f).exists());
+        if (!running && complete && log.lines().count() >= 2)
+            || std::time::Instant::now() >= settled
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for f in ["args", "stdout", "stderr", "file/log"] {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| e.to_string());
         let mut lines: Vec<&str> = text.lines().collect();
@@ -678,7 +672,17 @@ fn ctr_sees_the_same_from_both_shims() {
             let (_, obs) = seen.iter().find(|(r, _)| *r == rt)?;
             Some(reference_lacks(name, obs))
         };
-        let (go_lacks, rshim_lacks) = (lacks(Runtime::Go), lacks(Runtime::Rshim));
+        let (mut go_lacks, rshim_lacks) = (lacks(Runtime::Go), lacks(Runtime::Rshim));
+        // The Go shim's known loss (see `explain`) is not a broken harness.
+        if let (Some(l), Some((_, obs))) = (
+            go_lacks.as_mut(),
+            seen.iter().find(|(rt, _)| *rt == Runtime::Go),
+        ) {
+            l.retain(|fragment| {
+                !(fragment == "file/log: err|out"
+                    && obs.0.iter().any(|line| explain(line, fragment).is_some()))
+            });
+        }
         if let Some(l) = go_lacks.as_ref().filter(|l| !l.is_empty()) {
             let text = seen
                 .iter()
@@ -770,7 +774,9 @@ fn differences(seen: &[(Runtime, Observation)]) -> Vec<(String, Option<&'static 
 /// - ctr resizes the pty of `task exec -t` after the exec exited; the Go shim answers "cannot
 ///   resize a stopped container" (ctr prints it as an ERRO line), rshim answers Ok
 ///   (`resize_pty` in shim/src/service.rs, on purpose);
-/// - the Go shim of containerd 2.x loses `/tasks/delete` when it shuts down right after Delete.
+/// - the Go shim of containerd 2.x loses `/tasks/delete` when it shuts down right after Delete;
+/// - the Go shim waits at most 2 s for a process's output at Delete (`Init.delete` in its
+///   pkg/process), so on a loaded machine a stream of a file:// log can be lost.
 fn explain(go: &str, rshim: &str) -> Option<&'static str> {
     const ERRO: &str = "\\n\\u{1b}[31mERRO";
     const RESIZE: &str = "cannot resize a stopped container\\\"";
@@ -778,6 +784,9 @@ fn explain(go: &str, rshim: &str) -> Option<&'static str> {
         if i < j && format!("{}{}", &go[..i], &go[j + RESIZE.len()..]) == rshim {
             return Some("the Go shim refuses ctr's resize after the exec exited");
         }
+    }
+    if ["file/log: out", "file/log: err"].contains(&go) && rshim == "file/log: err|out" {
+        return Some(GO_FILE_LOG_LOSS);
     }
     if let (Some(g), Some(r)) = (go.strip_prefix("events: "), rshim.strip_prefix("events: ")) {
         fn without(s: &str) -> Vec<&str> {
@@ -793,6 +802,9 @@ fn explain(go: &str, rshim: &str) -> Option<&'static str> {
     }
     None
 }
+
+const GO_FILE_LOG_LOSS: &str =
+    "the Go shim waits at most 2 s for the output at Delete and lost a stream of the file:// log";
 
 /// What the reference shim must show, so a broken harness cannot pass by comparing two
 /// identical failures: the expected fragments that `go` lacks.
@@ -858,4 +870,7 @@ fn known_divergences_are_narrow() {
     assert!(explain(go, rshim).is_some());
     assert!(explain(rshim, go).is_none());
     assert!(explain(go, &rshim.replace("/tasks/exit ", "")).is_none());
+    assert!(explain("file/log: out", "file/log: err|out").is_some());
+    assert!(explain("file/log: err|out", "file/log: out").is_none());
+    assert!(explain("file/log: ", "file/log: err|out").is_none());
 }
