@@ -280,16 +280,30 @@ fn proc_pids() -> Vec<i32> {
 
 /// Unmounts `path` inside the mount namespace of `pid`. setns(CLONE_NEWNS) is refused to a
 /// multi-threaded process, so a forked child (single-threaded) does it and reports by its exit.
+///
+/// setns(2) also moves the caller's root to the namespace's own root. `path` is as this process
+/// sees it, so when `pid` has the same root directory as this process (both under one chroot,
+/// as when containerd runs in one: the shims inherit it), the child enters that root again
+/// after setns, as `nsenter --root` does; otherwise the path would name a different place there.
 fn unmount_in_namespace(pid: i32, path: &Path) -> Result<()> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))
         .map_err(|e| Error::io(format!("open mount namespace of {pid}"), e))?;
+    let root = same_root_as_ours(pid)
+        .then(|| std::fs::File::open(format!("/proc/{pid}/root")).ok())
+        .flatten();
     let cpath = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::InvalidArgument(format!("bad path {}", path.display())))?;
-    // SAFETY: the child only makes raw syscalls (setns, umount2, _exit) before exiting.
+    // SAFETY: the child only makes raw syscalls (setns, fchdir, chroot, umount2, _exit) before
+    // exiting.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => unsafe {
             if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
                 libc::_exit(2);
+            }
+            if let Some(root) = &root {
+                if libc::fchdir(root.as_raw_fd()) != 0 || libc::chroot(c".".as_ptr()) != 0 {
+                    libc::_exit(5);
+                }
             }
             for _ in 0..64 {
                 if libc::umount2(cpath.as_ptr(), 0) != 0 {
@@ -318,6 +332,14 @@ fn unmount_in_namespace(pid: i32, path: &Path) -> Result<()> {
             "fork to unmount in another namespace: {e}"
         ))),
     }
+}
+
+/// Whether `pid`'s root directory is the same directory as this process's (device and inode:
+/// the same directory keeps both in a copied mount namespace).
+fn same_root_as_ours(pid: i32) -> bool {
+    let key = |p: &str| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ours = key("/");
+    ours.is_some() && ours == key(&format!("/proc/{pid}/root"))
 }
 
 /// Waits for a helper child. In the daemon the reaper may reap it first; then its status is
