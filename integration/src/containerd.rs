@@ -74,19 +74,34 @@ const CNI_BIN_DIR: &str = "/usr/lib/cni";
 
 /// The CRI plugin: the local pause image as sandbox image, Debian's CNI plugins with a config
 /// under the temp dir (`cni_network`), and the two runtime handlers `runc` (the Go shim) and
-/// `rshim`.
-fn cri_config(d: &Path) -> String {
-    let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+/// `rshim`. Config version 2 (containerd 1.x) keeps all of it under `io.containerd.grpc.v1.cri`;
+/// version 3 (containerd 2.x) splits it into the runtime plugin (handlers, CNI, OOM score,
+/// AppArmor) and the images plugin (the pinned sandbox image).
+fn cri_config(d: &Path, version: u32) -> String {
+    let pause = image::PAUSE_IMAGE;
+    let (runtime, sandbox_image, images) = if version == 2 {
+        let cri = "[plugins.\"io.containerd.grpc.v1.cri\"";
+        (
+            cri,
+            format!("  sandbox_image = \"{pause}\"\n"),
+            String::new(),
+        )
+    } else {
+        (
+            "[plugins.\"io.containerd.cri.v1.runtime\"",
+            String::new(),
+            format!("[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n  sandbox = \"{pause}\"\n"),
+        )
+    };
     format!(
-        "{cri}]\n  sandbox_image = \"{pause}\"\n  restrict_oom_score_adj = true\n  disable_apparmor = true\n\
-         {cri}.cni]\n  bin_dir = \"{CNI_BIN_DIR}\"\n  conf_dir = \"{d}/cni/conf\"\n\
-         {cri}.containerd]\n  default_runtime_name = \"runc\"\n\
-         {cri}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
-         {cri}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n\
+        "{images}{runtime}]\n{sandbox_image}  restrict_oom_score_adj = true\n  disable_apparmor = true\n\
+         {runtime}.cni]\n  bin_dir = \"{CNI_BIN_DIR}\"\n  conf_dir = \"{d}/cni/conf\"\n\
+         {runtime}.containerd]\n  default_runtime_name = \"runc\"\n\
+         {runtime}.containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n\
+         {runtime}.containerd.runtimes.rshim]\n  runtime_type = \"io.containerd.rshim.v2\"\n\
          {options}",
-        pause = image::PAUSE_IMAGE,
         d = d.display(),
-        options = runtime_options(cri),
+        options = runtime_options(runtime),
     )
 }
 
@@ -176,9 +191,6 @@ impl PrivateContainerd {
                 r#"["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]"#
             }
         };
-        if opts.cri && version != 2 {
-            bail!("the CRI options are written for config version 2 (containerd 1.x)");
-        }
         let config =
             format!(
             "version = {version}\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = {disabled}\n\
@@ -186,7 +198,7 @@ impl PrivateContainerd {
              [debug]\n  level = \"debug\"\n{cri}",
             root = d.join("root").display(),
             state = d.join("state").display(),
-            cri = if opts.cri { cri_config(d) } else { String::new() },
+            cri = if opts.cri { cri_config(d, version) } else { String::new() },
         );
         std::fs::write(d.join("config.toml"), config)?;
         if opts.cri {

@@ -4,7 +4,9 @@
 //! words and code); it runs once per runtime and must hold for each. The Go shim is the
 //! reference: a spec it fails is a broken spec.
 //!
-//! `RSHIM_SPECS=a,b` runs only those specs; `RSHIM_RUNTIMES=go` the reference alone.
+//! `RSHIM_SPECS=a,b` runs only those specs; `RSHIM_RUNTIMES=go` the reference alone;
+//! `RSHIM_CONFORMANCE_REPORT=file` writes one line per spec for `scripts/matrix.sh`'s table
+//! (spec, then each runtime's `pass` or `fail`, then the failures' text, tab-separated).
 
 use std::process::{Command, Stdio as PStdio};
 use std::time::{Duration, Instant};
@@ -895,9 +897,12 @@ async fn containerd_contract_holds_for_both_shims() {
     };
 
     let mut rows = Vec::new();
+    let mut report = Vec::new();
     let mut failures = Vec::new();
     for spec in SPECS.iter().copied().filter(|s| selected(s)) {
         let mut cells = Vec::new();
+        let mut verdicts = Vec::new();
+        let mut why = Vec::new();
         for &rt in &runtimes {
             let mut x = Ctx {
                 c: &c,
@@ -927,10 +932,24 @@ async fn containerd_contract_holds_for_both_shims() {
             );
             if outcome.is_err() {
                 failures.push(format!("{spec} on {}: {cell}", rt.name()));
+                why.push(format!(
+                    "{}: {}",
+                    rt.name(),
+                    cell.replace(['\t', '\n'], " ")
+                ));
             }
+            verdicts.push(if outcome.is_ok() { "pass" } else { "fail" });
             cells.push(cell);
         }
         rows.push(format!("| {spec} | {} |", cells.join(" | ")));
+        report.push(format!(
+            "{spec}\t{}\t{}",
+            verdicts.join("\t"),
+            why.join("; ")
+        ));
+    }
+    if let Ok(path) = std::env::var("RSHIM_CONFORMANCE_REPORT") {
+        std::fs::write(&path, report.join("\n") + "\n").expect("write RSHIM_CONFORMANCE_REPORT");
     }
     println!(
         "| behaviour | {} |\n|---|{}\n{}",
