@@ -24,7 +24,7 @@ MIRROR="${RSHIM_VM_MIRROR:-http://deb.debian.org/debian}"
 BOOT_TIMEOUT="${RSHIM_VM_BOOT_TIMEOUT:-300}" # seconds until the job has started in the guest
 JOB_TIMEOUT="${RSHIM_VM_TIMEOUT:-1500}"      # seconds until the VM has powered off
 # The ctr parity scenarios run in the guest (checkpoint needs CRIU, absent from the guest).
-SCENARIOS="${RSHIM_VM_SCENARIOS:-run-echo,run-exit,run-missing,run-tty,run-stdin,detached,bad,shim-killed,metrics,oom,update,log-uri}"
+SCENARIOS="${RSHIM_VM_SCENARIOS:-run-echo,run-exit,run-missing,run-tty,run-stdin,detached,bad,shim-killed,metrics,oom,log-uri}"
 REBUILD=0
 IMAGE_ONLY=0
 for arg in "$@"; do
