@@ -12,7 +12,7 @@ use containerd_shim_protos::api::*;
 use rshim_integration::containerd::{shell_quote, shims_of, PrivateContainerd};
 use rshim_integration::events::EventCapture;
 use rshim_integration::image::IMAGE;
-use rshim_integration::procfs::{usage, Usage};
+use rshim_integration::procfs::{cpu_secs, usage, Usage};
 use rshim_integration::Runtime;
 use rshim_tests::Bundle;
 use ttrpc_client::task::TaskClient;
@@ -523,7 +523,69 @@ pub fn stdio(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
             tty.push(rt, tty_mib as f64 * 1.048576 / secs);
         }
     }
-    Ok(vec![pipe, tty])
+    let cpu = stdio_cpu(c, plan)?;
+    Ok(vec![pipe, tty, cpu])
+}
+
+/// The shim's CPU time per GiB of stdout moved through pipes and FIFOs: the floods of `stdio`
+/// run in a pod shim kept alive by an idle container, so the shim's CPU counters can be read
+/// before and after each flood (both shims group containers by the sandbox annotation).
+fn stdio_cpu(c: &PrivateContainerd, plan: &Plan) -> anyhow::Result<Figure> {
+    let (pipe_mib, _) = plan.stdio_mib;
+    let mut cpu = Figure::new(
+        "stdio",
+        format!("shim CPU per GiB of stdout ({pipe_mib} MiB, ctr run)"),
+        "s/GiB",
+    );
+    let mut shims = Vec::new();
+    for rt in order(0) {
+        let pod = format!("stdio-cpu-{}", rt.name());
+        let holder = format!("stdio-cpu-hold-{}", rt.name());
+        hold_one(c, rt, &holder, Some(pod.clone()))?;
+        let pid = c.shim_of(&holder).context("shim of the holder")?;
+        shims.push((rt, pod, holder, pid));
+    }
+    for i in 0..plan.few {
+        for rt in order(i) {
+            let (_, pod, _, pid) = shims
+                .iter()
+                .find(|s| s.0 == rt)
+                .expect("a shim per runtime");
+            let annotation = format!("{GROUP_ANNOTATION}={pod}");
+            let id = format!("stdio-cpu-{}-{i}", rt.name());
+            let count = format!("count={pipe_mib}");
+            let args = c.args(&[
+                "run",
+                "--rm",
+                "--runtime",
+                rt.runtime_type(),
+                "--annotation",
+                &annotation,
+                IMAGE,
+                &id,
+                "dd",
+                "if=/dev/zero",
+                "bs=1M",
+                &count,
+            ]);
+            let before = cpu_secs(*pid).context("shim's CPU time")?;
+            let status = Command::new("ctr")
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            let after = cpu_secs(*pid).context("shim's CPU time after the flood")?;
+            if !status.success() {
+                bail!("flood through {}'s pod shim failed: {status}", rt.name());
+            }
+            cpu.push(rt, (after - before) * 1024.0 / pipe_mib as f64);
+        }
+    }
+    for (_, _, holder, _) in &shims {
+        remove(c, holder);
+    }
+    Ok(cpu)
 }
 
 /// From a process's exit (the `exited_at` the shim stamps when it reaps it) to the

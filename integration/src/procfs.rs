@@ -24,6 +24,17 @@ pub fn usage(pid: i32) -> Usage {
     }
 }
 
+/// CPU time a process has used so far, user and system, its exited threads included
+/// (`utime` + `stime` of `/proc/PID/stat`, in clock ticks of 10 ms), in seconds.
+pub fn cpu_secs(pid: i32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux ABI this runs on.
+    Some(ticks as f64 / 100.0)
+}
+
 /// The number after `name` on its line (`VmRSS:   1234 kB`).
 fn field(text: &str, name: &str) -> u64 {
     text.lines()
@@ -35,6 +46,25 @@ fn field(text: &str, name: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cpu_time_grows_with_work() {
+        // Spins until its own CPU time has grown by 50 ms (bounded at 20 s of wall time, so a
+        // loaded machine only makes it slower): a reader that never moves fails.
+        let me = std::process::id() as i32;
+        let before = super::cpu_secs(me).expect("own stat");
+        let t = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after - before < 0.05 && t.elapsed() < std::time::Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            after = super::cpu_secs(me).expect("own stat");
+        }
+        std::hint::black_box(x);
+        assert!(after - before >= 0.05, "{before} -> {after}");
+    }
+
     #[test]
     fn this_process() {
         let u = super::usage(std::process::id() as i32);
