@@ -24,7 +24,7 @@ pub fn open_output(uri: &str) -> Result<Dest> {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(format!("open {path}"), e))?;
-        return Ok(Box::new(tokio::fs::File::from_std(f)));
+        return Ok(Dest::stream(tokio::fs::File::from_std(f)));
     }
     if uri.contains("://") {
         return Err(Error::Unimplemented(format!(
@@ -38,7 +38,7 @@ pub fn open_output(uri: &str) -> Result<Dest> {
         .read_write(true)
         .open_sender(uri)
         .map_err(|e| Error::io(format!("open FIFO {uri}"), e))?;
-    Ok(Box::new(sender))
+    Ok(Dest::Pipe(sender))
 }
 
 /// The stdin FIFO: a read-only end for the copy and a write-only keep-alive end, both opened

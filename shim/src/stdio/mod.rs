@@ -35,7 +35,7 @@ use binary::drain_timeout;
 use runc_wrapper::io::RuncStdio;
 
 use self::binary::{is_binary_uri, BinaryIo, Logger};
-use self::copy::{Copy, Dest, Gate};
+use self::copy::{Copy, Dest, Gate, Source};
 use self::endpoints::{open_input, open_output};
 use self::pipes::Pipes;
 use self::pty::PtyHalf;
@@ -123,8 +123,8 @@ impl PreparedIo {
             let started = BinaryIo::start(&cfg.stdout, owner.id, owner.namespace).await?;
             io.logger = Some(started.logger);
             (
-                Some(Box::new(started.stdout)),
-                Some(Box::new(started.stderr)),
+                Some(Dest::Pipe(started.stdout)),
+                Some(Dest::Pipe(started.stderr)),
             )
         } else {
             let open = |uri: &str| -> Result<Option<Dest>> {
@@ -143,13 +143,13 @@ impl PreparedIo {
         ] {
             if let (Some(pipe), Some(dest)) = (pipe, dest) {
                 io.outputs
-                    .push(Copy::spawn(what, Box::new(pipe), dest, gate.as_ref()));
+                    .push(Copy::spawn(what, Source::Pipe(pipe), dest, gate.as_ref()));
             }
         }
         if let Some(to_process) = pipes.stdin {
             let (fifo, keepalive) = open_input(&cfg.stdin)?;
             io.stdin = Some(Stdin {
-                copy: Copy::spawn("stdin", Box::new(fifo), Box::new(to_process), None),
+                copy: Copy::spawn("stdin", Source::Pipe(fifo), Dest::Pipe(to_process), None),
                 keepalive: Mutex::new(Some(keepalive)),
             });
         }
@@ -178,19 +178,28 @@ impl PreparedIo {
                 let started =
                     BinaryIo::start(&terminal.stdout, &terminal.id, &terminal.namespace).await?;
                 io.logger = Some(started.logger);
-                Box::new(started.stdout)
+                Dest::Pipe(started.stdout)
             } else {
                 open_output(&terminal.stdout)?
             };
             let reader = PtyHalf::of(&master)?;
-            io.outputs
-                .push(Copy::spawn("stdout (tty)", Box::new(reader), out, None));
+            io.outputs.push(Copy::spawn(
+                "stdout (tty)",
+                Source::stream(reader),
+                out,
+                None,
+            ));
         }
         if !terminal.stdin.is_empty() {
             let (fifo, keepalive) = open_input(&terminal.stdin)?;
             let writer = PtyHalf::of(&master)?;
             io.stdin = Some(Stdin {
-                copy: Copy::spawn("stdin (tty)", Box::new(fifo), Box::new(writer), None),
+                copy: Copy::spawn(
+                    "stdin (tty)",
+                    Source::Pipe(fifo),
+                    Dest::stream(writer),
+                    None,
+                ),
                 keepalive: Mutex::new(Some(keepalive)),
             });
         }
