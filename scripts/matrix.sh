@@ -868,11 +868,12 @@ for t in "${TARGETS[@]}"; do
 done
 
 echo
-echo "| target | check | Go shim | rshim |"
-echo "|---|---|---|---|"
+TABLE="$RUN/table.md"
+echo "| target | check | Go shim | rshim |" | tee "$TABLE"
+echo "|---|---|---|---|" | tee -a "$TABLE"
 bad=0
 while IFS=$'\t' read -r tg c g r d; do
-  echo "| $tg | $c | $g | $r |"
+  echo "| $tg | $c | $g | $r |" | tee -a "$TABLE"
   # rshim fails where the Go shim passes: its own check fails, or it shows something else.
   if [[ "$g" == pass* ]] && { [[ "$r" != pass* ]] || [[ "$r" == *DIFFERENT* ]]; }; then bad=1; fi
   if [ "$g" = "-" ] && [[ "$r" == *DIFFERENT* ]]; then bad=1; fi
@@ -889,6 +890,12 @@ fi
 echo "How containerd took the shims' start answers:"
 awk -F'\t' '$2 ~ /shim start/ {print "- " $1 ": " $5}' "$RESULTS"
 echo "matrix: $(( $(date +%s) - T0 ))s; logs: $RUN"
+# A run of every target is the one the README points to.
+if [ "${TARGETS[*]}" = "${ALL_TARGETS[*]}" ]; then
+  mkdir -p "$WS/integration/results"
+  { echo "scripts/matrix.sh, $(date -u +%Y-%m-%d), $(uname -r), $(nproc) cores"; echo; cat "$TABLE"; } \
+    > "$WS/integration/results/matrix.md"
+fi
 if [ ${#FAILED_TARGETS[@]} -gt 0 ]; then
   echo "matrix: targets that could not run: ${FAILED_TARGETS[*]}" >&2
   exit 1

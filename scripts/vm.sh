@@ -266,8 +266,11 @@ fi
 echo
 sed 's/^/guest /' "$O/facts.txt"
 echo
-echo "| check | Go shim | rshim |"
-echo "|---|---|---|"
+# The table also goes to integration/results/vm.md (with the guest's facts and the scenarios).
+TABLE="$SHARED/table.md"
+row() { echo "$1" | tee -a "$TABLE"; }
+row "| check | Go shim | rshim |"
+row "|---|---|---|"
 differences=0
 cell() { printf '%s' "$1" | cut -c1-110 | sed 's/|/\\|/g'; }
 for go in "$O"/obs/*-go.txt; do
@@ -285,10 +288,10 @@ for go in "$O"/obs/*-go.txt; do
     gv="${g#*: }"
     rv="${r#*: }"
     if [ "$g" = "$r" ]; then
-      echo "| $base: $(cell "$key") | $(cell "$gv") | same |"
+      row "| $base: $(cell "$key") | $(cell "$gv") | same |"
     else
       differences=$((differences + 1))
-      echo "| **$base: $(cell "$key")** | $(cell "$gv") | **$(cell "$rv")** |"
+      row "| **$base: $(cell "$key")** | $(cell "$gv") | **$(cell "$rv")** |"
     fi
   done
 done
@@ -320,4 +323,12 @@ done
 while read -r line; do say "$line"; done < <(grep -h "^NOTE: " "$O/cri.log" "$O/ctr.log" || true)
 say "timings: image $((T_IMAGE - T_START))s, build $((T_BOOT - T_IMAGE))s, VM $((T_END - T_BOOT))s; $differences differing rows"
 say "all guest output (logs, console, journal, observations): $SHARED"
+mkdir -p integration/results
+{
+  echo "scripts/vm.sh, $(date -u +%Y-%m-%d), ctr scenarios: $SCENARIOS"
+  echo
+  sed 's/^/    /' "$O/facts.txt"
+  echo
+  cat "$TABLE"
+} > integration/results/vm.md
 exit "$verdict"
