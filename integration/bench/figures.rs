@@ -91,8 +91,26 @@ fn remove(c: &PrivateContainerd, id: &str) {
 /// Idle: 2 s after the last request, past the blocking pool's keep-alive (1 s in rshim; the
 /// Go runtime returns its idle threads on its own schedule), the same for both shims.
 fn settled_usage(pid: i32) -> Usage {
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(IDLE_SETTLE);
     usage(pid)
+}
+
+/// How long a shim is left without requests before its idle memory is read: past the
+/// blocking pool's keep-alive, for both shims alike (a measurement condition, not a wait for
+/// an event).
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+
+/// The shims of `c` once there are `want` of them, polled up to `bound`: a `start` action
+/// that lost its pod's socket to another exits on its own, and a new shim takes a moment to
+/// serve. Whatever is there at the bound is returned (the caller judges the count).
+fn shims_counted(c: &PrivateContainerd, want: usize, bound: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + bound;
+    let mut shims = shims_of(&c.address);
+    while shims.len() != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        shims = shims_of(&c.address);
+    }
+    shims
 }
 
 /// Idle shim with one container; one pod shim holding 1, 10 and 50 containers.
@@ -185,8 +203,9 @@ fn idle_shims(c: &PrivateContainerd, plan: &Plan) -> anyhow::Result<Vec<Figure>>
             for id in &ids {
                 run_detached(c, rt, id, &[], &["sleep", "100000"])?;
             }
-            std::thread::sleep(Duration::from_secs(2));
-            let shims = shims_of(&c.address);
+            // Every shim serving first (bounded poll), then idle as `settled_usage` measures it.
+            let shims = shims_counted(c, n, Duration::from_secs(30));
+            std::thread::sleep(IDLE_SETTLE);
             if shims.len() != n {
                 bail!("{}: {} shims for {n} containers", rt.name(), shims.len());
             }
@@ -463,26 +482,8 @@ pub fn stdio(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
     for i in 0..plan.few {
         for rt in order(i) {
             let id = format!("flood-{}-{i}", rt.name());
-            let count = format!("count={pipe_mib}");
-            let args = c.args(&[
-                "run",
-                "--rm",
-                "--runtime",
-                rt.runtime_type(),
-                IMAGE,
-                &id,
-                "dd",
-                "if=/dev/zero",
-                "bs=1M",
-                &count,
-            ]);
             let t = Instant::now();
-            let status = Command::new("ctr")
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
+            let status = pipe_flood(c, rt, &id, pipe_mib, &[])?;
             let secs = t.elapsed().as_secs_f64();
             if !status.success() {
                 bail!("flood through {} failed: {status}", rt.name());
@@ -527,6 +528,26 @@ pub fn stdio(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
     Ok(vec![pipe, tty, cpu])
 }
 
+/// `ctr run --rm` of a container writing `mib` MiB of zeros to stdout, read into /dev/null.
+fn pipe_flood(
+    c: &PrivateContainerd,
+    rt: Runtime,
+    id: &str,
+    mib: usize,
+    extra: &[&str],
+) -> anyhow::Result<std::process::ExitStatus> {
+    let count = format!("count={mib}");
+    let mut argv = vec!["run", "--rm", "--runtime", rt.runtime_type()];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&[IMAGE, id, "dd", "if=/dev/zero", "bs=1M", &count]);
+    Ok(Command::new("ctr")
+        .args(c.args(&argv))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?)
+}
+
 /// The shim's CPU time per GiB of stdout moved through pipes and FIFOs: the floods of `stdio`
 /// run in a pod shim kept alive by an idle container, so the shim's CPU counters can be read
 /// before and after each flood (both shims group containers by the sandbox annotation).
@@ -553,28 +574,8 @@ fn stdio_cpu(c: &PrivateContainerd, plan: &Plan) -> anyhow::Result<Figure> {
                 .expect("a shim per runtime");
             let annotation = format!("{GROUP_ANNOTATION}={pod}");
             let id = format!("stdio-cpu-{}-{i}", rt.name());
-            let count = format!("count={pipe_mib}");
-            let args = c.args(&[
-                "run",
-                "--rm",
-                "--runtime",
-                rt.runtime_type(),
-                "--annotation",
-                &annotation,
-                IMAGE,
-                &id,
-                "dd",
-                "if=/dev/zero",
-                "bs=1M",
-                &count,
-            ]);
             let before = cpu_secs(*pid).context("shim's CPU time")?;
-            let status = Command::new("ctr")
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
+            let status = pipe_flood(c, rt, &id, pipe_mib, &["--annotation", &annotation])?;
             let after = cpu_secs(*pid).context("shim's CPU time after the flood")?;
             if !status.success() {
                 bail!("flood through {}'s pod shim failed: {status}", rt.name());
@@ -675,12 +676,7 @@ pub fn scale(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
         std::thread::sleep(Duration::from_millis(500));
         // A start action that lost its pod's socket to another one exits on its own; give
         // such stragglers a bounded moment before counting.
-        let settle = Instant::now() + Duration::from_secs(5);
-        let mut shims = shims_of(&c.address);
-        while shims.len() != pods && Instant::now() < settle {
-            std::thread::sleep(Duration::from_millis(100));
-            shims = shims_of(&c.address);
-        }
+        let shims = shims_counted(c, pods, Duration::from_secs(5));
         let sum = shims
             .iter()
             .map(|p| usage(*p))
