@@ -621,9 +621,9 @@ start_dockerd() {
   return 1
 }
 
-# Stops dockerd alone (SIGTERM, bounded; its containerd and the shims stay).
-stop_dockerd() {
-  local pf="$RUN/pids/dockerd-$CUR" pid
+# Stops the daemon whose pid file is $1: SIGTERM, up to 15 s, then SIGKILL; reaped.
+stop_pidfile() {
+  local pf="$1" pid
   [ -f "$pf" ] || return 0
   pid="$(cat "$pf")"
   kill -TERM "$pid" 2> /dev/null
@@ -632,6 +632,9 @@ stop_dockerd() {
   wait "$pid" 2> /dev/null
   rm -f "$pf"
 }
+
+# Stops dockerd alone (its containerd and the shims stay).
+stop_dockerd() { stop_pidfile "$RUN/pids/dockerd-$CUR"; }
 
 # Mount points of a container, in any mount namespace on the host: under Docker's state dir
 # and naming the container's id $1, or a root filesystem (overlay2's `merged`) under it. Run
@@ -724,13 +727,7 @@ stop_docker() {
   set +e
   $run_in $DK rm -f rmx-go rmx-go-t rmx-go-a rmx-go-l rmx-rshim rmx-rshim-t rmx-rshim-a rmx-rshim-l > /dev/null 2>&1 || true
   for pf in "$RUN/pids/dockerd-$CUR" "$RUN/pids/containerd-$CUR" "$RUN/pids/mntns-$CUR"; do
-    [ -f "$pf" ] || continue
-    pid="$(cat "$pf")"
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    rm -f "$pf"
+    stop_pidfile "$pf"
   done
   # Shims of that containerd and containers of its runc root, if any survived.
   for pid in $(pids_with_args -address "$DSTATE/ctrd.sock"); do kill -KILL "$pid" 2>/dev/null; done
