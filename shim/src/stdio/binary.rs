@@ -20,6 +20,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
+use super::pipes::pipe_pair;
 use crate::error::{Error, Result};
 
 /// How long a logging binary may take to signal ready.
@@ -208,10 +209,6 @@ impl Logger {
             self.kill();
         }
     }
-}
-
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe", e.into()))
 }
 
 fn sender(fd: OwnedFd) -> Result<pipe::Sender> {

@@ -8,6 +8,7 @@ use std::path::Path;
 use tokio::net::unix::pipe;
 
 use super::copy::Dest;
+use super::pipes::widen;
 use crate::error::{Error, Result};
 
 /// An output destination: a FIFO or plain path, or `file:///path` (appended to). A FIFO is
@@ -38,6 +39,7 @@ pub fn open_output(uri: &str) -> Result<Dest> {
         .read_write(true)
         .open_sender(uri)
         .map_err(|e| Error::io(format!("open FIFO {uri}"), e))?;
+    widen(&sender);
     Ok(Dest::Pipe(sender))
 }
 
@@ -49,10 +51,51 @@ pub fn open_input(path: &str) -> Result<(pipe::Receiver, OwnedFd)> {
     let fifo = pipe::OpenOptions::new()
         .open_receiver(path)
         .map_err(|e| Error::io(format!("open stdin FIFO {path}"), e))?;
+    widen(&fifo);
     let keepalive = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io(format!("open stdin FIFO {path} for writing"), e))?;
     Ok((fifo, keepalive.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+
+    use super::*;
+
+    fn size_of(fd: &impl AsFd) -> usize {
+        nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap()
+            as usize
+    }
+
+    /// containerd's FIFOs are widened as the shim's own pipes are (`pipes`): the copy into
+    /// the FIFO and its reader then move up to 1 MiB per wake-up.
+    #[tokio::test]
+    async fn containerd_fifos_are_widened() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, inp) = (dir.path().join("out"), dir.path().join("in"));
+        for p in [&out, &inp] {
+            nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        // The client's end, opened after the shim's, shows the same pipe's size.
+        let Dest::Pipe(_shim_end) = open_output(out.to_str().unwrap()).unwrap() else {
+            panic!("a FIFO is a pipe destination");
+        };
+        let client = pipe::OpenOptions::new().open_receiver(&out).unwrap();
+        let (_copy_end, keepalive) = open_input(inp.to_str().unwrap()).unwrap();
+        let default = 64 * 1024;
+        assert!(
+            size_of(&client) > default,
+            "stdout FIFO: {}",
+            size_of(&client)
+        );
+        assert!(
+            size_of(&keepalive) > default,
+            "stdin FIFO: {}",
+            size_of(&keepalive)
+        );
+    }
 }
