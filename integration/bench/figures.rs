@@ -263,9 +263,27 @@ fn shim_binary(rt: Runtime) -> std::path::PathBuf {
 
 const BENCH_NAMESPACE: &str = "rshim-bench";
 
+/// The calls of a container's life as containerd waits for them, in ms: Create, Start, Wait
+/// (from Start's answer to Wait's) and Delete; or, for the floor, the runc calls behind them.
+#[derive(Clone, Copy, Default)]
+struct Calls {
+    create: f64,
+    start: f64,
+    wait: f64,
+    delete: f64,
+}
+
+impl Calls {
+    fn total(&self) -> f64 {
+        self.create + self.start + self.wait + self.delete
+    }
+}
+
 /// The shim's own share: the `start` action (launch to printed address), the Task API
-/// lifecycle over ttrpc (Create, Start, Wait, Delete of `/bin/true`) and `runc run` of the same
-/// bundle alone, the floor under any shim.
+/// lifecycle over ttrpc (Create, Start, Wait, Delete of `/bin/true`) call by call, and two
+/// floors measured in the same rounds: `runc run` of the same bundle (one runc process, the
+/// floor under any shim) and `runc create`, `runc start`, `runc delete` (the three runc
+/// processes both shims spawn for those calls, so the floor under a shim that drives runc).
 pub fn shim_share(
     c: &PrivateContainerd,
     _: &EventCapture,
@@ -275,11 +293,13 @@ pub fn shim_share(
         .enable_all()
         .build()?;
     let mut start = Figure::new("shim", "start action: launch to address", "ms").latency();
-    let mut rpc = Figure::new("shim", "Create+Start+Wait+Delete over ttrpc", "ms").latency();
-    let mut own = Figure::new("shim", "shim's own share (above runc alone)", "ms").latency();
-    let floor = runc_floor(plan.runs)?;
-    let floor_median = crate::stats::median(&floor).unwrap_or(0.0);
+    let mut lives: Vec<(Runtime, Calls)> = Vec::new();
+    let (mut run_floor, mut calls_floor) = (Vec::new(), Vec::new());
     for i in 0..plan.runs {
+        // The floors take their turn in every round, so that drift of the machine falls on
+        // them as on the shims.
+        run_floor.push(runc_run_once(i)?);
+        calls_floor.push(runc_calls_once(i)?);
         for rt in order(i) {
             let bundle = Bundle::new(&["true"]);
             let id = format!("share-{}-{i}", rt.name());
@@ -315,33 +335,68 @@ pub fn shim_share(
                 );
             }
             let address = String::from_utf8(out.stdout)?.trim().to_string();
-            let took = rt_tokio.block_on(drive_lifecycle(&address, &id, bundle.path()))?;
-            rpc.push(rt, ms(took));
-            own.push(rt, ms(took) - floor_median);
+            let calls = rt_tokio.block_on(drive_lifecycle(&address, &id, bundle.path()))?;
+            lives.push((rt, calls));
         }
     }
-    let mut runc = Figure::new("shim", "runc run alone (floor, same for both)", "ms").latency();
-    runc.go = floor.clone();
-    runc.rshim = floor;
-    let calls = runc_calls_floor(plan.runs)?;
-    let mut calls_fig = Figure::new(
+    let run_median = crate::stats::median(&run_floor).unwrap_or(0.0);
+    let calls_totals: Vec<f64> = calls_floor.iter().map(Calls::total).collect();
+    let calls_median = crate::stats::median(&calls_totals).unwrap_or(0.0);
+
+    let mut rpc = Figure::new("shim", "Create+Start+Wait+Delete over ttrpc", "ms").latency();
+    let mut own = Figure::new("shim", "shim's own share (above runc run)", "ms").latency();
+    let mut above_calls = Figure::new(
         "shim",
-        "runc create, start, delete alone (floor, same for both)",
+        "shim's own share above its runc calls (create, start, delete)",
         "ms",
     )
     .latency();
-    calls_fig.go = calls.clone();
-    calls_fig.rshim = calls;
-    Ok(vec![start, rpc, own, runc, calls_fig])
+    let per_call = |name: &str| Figure::new("shim", format!("{name} over ttrpc"), "ms").latency();
+    let (mut create, mut start_call) = (per_call("Create"), per_call("Start"));
+    let (mut wait, mut delete) = (per_call("Wait (after Start)"), per_call("Delete"));
+    for (rt, calls) in &lives {
+        rpc.push(*rt, calls.total());
+        own.push(*rt, calls.total() - run_median);
+        above_calls.push(*rt, calls.total() - calls_median);
+        create.push(*rt, calls.create);
+        start_call.push(*rt, calls.start);
+        wait.push(*rt, calls.wait);
+        delete.push(*rt, calls.delete);
+    }
+    let floor = |name: &str, samples: Vec<f64>| {
+        let mut f =
+            Figure::new("shim", format!("{name} alone (floor, same for both)"), "ms").latency();
+        f.go = samples.clone();
+        f.rshim = samples;
+        f
+    };
+    let pick = |f: fn(&Calls) -> f64| calls_floor.iter().map(f).collect::<Vec<_>>();
+    Ok(vec![
+        start,
+        rpc,
+        own,
+        above_calls,
+        floor("runc run", run_floor.clone()),
+        floor("runc create, start, delete", calls_totals.clone()),
+        create,
+        floor("runc create", pick(|c| c.create)),
+        start_call,
+        floor("runc start", pick(|c| c.start)),
+        wait,
+        floor("exit seen (pidfd)", pick(|c| c.wait)),
+        delete,
+        floor("runc delete", pick(|c| c.delete)),
+    ])
 }
 
-async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Result<Duration> {
+async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Result<Calls> {
     let opts = CallOptions::with_timeout(Duration::from_secs(30)).namespace(BENCH_NAMESPACE);
     let client = Client::connect(address, Duration::from_secs(5))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let task = TaskClient::new(client, TaskClient::V2);
     let e = |e: ttrpc_client::Error| anyhow::anyhow!("{e}");
+    let mut calls = Calls::default();
     let t = Instant::now();
     task.create(
         CreateTaskRequest {
@@ -353,58 +408,61 @@ async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Resu
     )
     .await
     .map_err(e)?;
+    calls.create = ms(t.elapsed());
+    let t = Instant::now();
     let req = StartRequest {
         id: id.into(),
         ..Default::default()
     };
     task.start(req, &opts).await.map_err(e)?;
+    calls.start = ms(t.elapsed());
+    let t = Instant::now();
     let req = WaitRequest {
         id: id.into(),
         ..Default::default()
     };
     task.wait(req, &opts).await.map_err(e)?;
+    calls.wait = ms(t.elapsed());
+    let t = Instant::now();
     let req = DeleteRequest {
         id: id.into(),
         ..Default::default()
     };
     task.delete(req, &opts).await.map_err(e)?;
-    let took = t.elapsed();
+    calls.delete = ms(t.elapsed());
     let _ = task.shutdown(ShutdownRequest::default(), &opts).await;
-    Ok(took)
+    Ok(calls)
 }
 
+const RUNC_BENCH_ROOT: &str = "/run/rshim-bench-runc";
+
 /// `runc run` of a `/bin/true` bundle, in ms.
-fn runc_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
-    let root = "/run/rshim-bench-runc";
-    let mut v = Vec::new();
-    for i in 0..runs {
-        let bundle = Bundle::new(&["true"]);
-        let t = Instant::now();
-        let status = Command::new("runc")
-            .args(["--root", root, "run", "--bundle"])
-            .arg(bundle.path())
-            .arg(format!("floor-{i}-{}", std::process::id()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("runc run failed: {status}");
-        }
-        v.push(ms(t.elapsed()));
+fn runc_run_once(i: usize) -> anyhow::Result<f64> {
+    let bundle = Bundle::new(&["true"]);
+    let t = Instant::now();
+    let status = Command::new("runc")
+        .args(["--root", RUNC_BENCH_ROOT, "run", "--bundle"])
+        .arg(bundle.path())
+        .arg(format!("floor-{i}-{}", std::process::id()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("runc run failed: {status}");
     }
-    Ok(v)
+    Ok(ms(t.elapsed()))
 }
 
 /// `runc create`, `runc start`, the process's exit (seen through a pidfd) and `runc delete`
-/// of a `/bin/true` bundle, in ms: the runc calls a shim makes for Create, Start and Delete,
-/// without any shim. What the shim's own share (above `runc run`) cannot go below while it
-/// runs runc once per call, as both shims do.
-fn runc_calls_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
-    let root = "/run/rshim-bench-runc";
-    let runc = |args: &[&str]| -> anyhow::Result<()> {
+/// of a `/bin/true` bundle, each in ms: the runc calls a shim makes for Create, Start and
+/// Delete, without any shim. What the shim's own share cannot go below while it runs runc
+/// once per call, as both shims do.
+fn runc_calls_once(i: usize) -> anyhow::Result<Calls> {
+    let runc = |args: &[&str]| -> anyhow::Result<f64> {
+        let t = Instant::now();
         let status = Command::new("runc")
-            .args(["--root", root])
+            .args(["--root", RUNC_BENCH_ROOT])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -413,36 +471,36 @@ fn runc_calls_floor(runs: usize) -> anyhow::Result<Vec<f64>> {
         if !status.success() {
             bail!("runc {}: {status}", args.join(" "));
         }
-        Ok(())
+        Ok(ms(t.elapsed()))
     };
-    let mut v = Vec::new();
-    for i in 0..runs {
-        let bundle = Bundle::new(&["true"]);
-        let id = format!("calls-{i}-{}", std::process::id());
-        let pid_file = bundle.path().join("init.pid");
-        let (b, p) = (bundle.path().to_string_lossy(), pid_file.to_string_lossy());
-        let t = Instant::now();
-        runc(&["create", "--bundle", &b, "--pid-file", &p, &id])?;
-        let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
-        // SAFETY: pidfd_open takes a pid and flags; the fd it returns is owned below.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if fd < 0 {
-            bail!("pidfd_open {pid}: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
-        let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-        runc(&["start", &id])?;
-        let mut fds = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&pidfd),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16))? != 1 {
-            bail!("{id} did not exit within 30 s");
-        }
-        runc(&["delete", &id])?;
-        v.push(ms(t.elapsed()));
+    let bundle = Bundle::new(&["true"]);
+    let id = format!("calls-{i}-{}", std::process::id());
+    let pid_file = bundle.path().join("init.pid");
+    let (b, p) = (bundle.path().to_string_lossy(), pid_file.to_string_lossy());
+    let mut calls = Calls {
+        create: runc(&["create", "--bundle", &b, "--pid-file", &p, &id])?,
+        ..Default::default()
+    };
+    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    // SAFETY: pidfd_open takes a pid and flags; the fd it returns is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        bail!("pidfd_open {pid}: {}", std::io::Error::last_os_error());
     }
-    Ok(v)
+    // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    calls.start = runc(&["start", &id])?;
+    let t = Instant::now();
+    let mut fds = [nix::poll::PollFd::new(
+        std::os::fd::AsFd::as_fd(&pidfd),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16))? != 1 {
+        bail!("{id} did not exit within 30 s");
+    }
+    calls.wait = ms(t.elapsed());
+    calls.delete = runc(&["delete", &id])?;
+    Ok(calls)
 }
 
 /// `ctr task exec` of `/bin/true` in a running container.

@@ -3,7 +3,7 @@
 //! table of medians, spread and rshim/Go ratios, and written to `integration/results/` as
 //! markdown, CSV (every sample) and an SVG plot.
 //!
-//! `rshim-bench [--quick] [--runs N] [--out DIR] [--only group,group]`
+//! `rshim-bench [--quick] [--runs N] [--few N] [--few N] [--out DIR] [--only group,group]`
 //! Groups: memory, lifecycle, shim, exec, stdio, events, scale.
 
 mod figures;
@@ -49,6 +49,7 @@ const TITLE: &str = "rshim / containerd-shim-runc-v2, medians (< 1: less memory 
 fn main() -> anyhow::Result<()> {
     let mut quick = false;
     let mut runs = None;
+    let mut few = None;
     let mut out = None;
     let mut only = None;
     let mut args = std::env::args().skip(1);
@@ -70,6 +71,7 @@ fn main() -> anyhow::Result<()> {
                 return hold(n, args.next().as_deref() == Some("--pod"));
             }
             "--runs" => runs = Some(args.next().context("--runs N")?.parse()?),
+            "--few" => few = Some(args.next().context("--few N")?.parse()?),
             "--out" => out = Some(PathBuf::from(args.next().context("--out DIR")?)),
             "--only" => {
                 only = Some(
@@ -81,7 +83,7 @@ fn main() -> anyhow::Result<()> {
                 )
             }
             other => anyhow::bail!(
-                "unknown argument {other}; usage: rshim-bench [--quick] [--runs N] [--out DIR] \
+                "unknown argument {other}; usage: rshim-bench [--quick] [--runs N] [--few N] [--out DIR] \
                  [--only memory,lifecycle,shim,exec,stdio,events,scale]"
             ),
         }
@@ -89,7 +91,7 @@ fn main() -> anyhow::Result<()> {
     let plan = if quick {
         Plan {
             runs: runs.unwrap_or(3),
-            few: 1,
+            few: few.unwrap_or(1),
             pod_sizes: vec![1, 3],
             stdio_mib: (64, 16),
             scale: (2, 3),
@@ -100,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         Plan {
             runs: runs.unwrap_or(30),
-            few: 3,
+            few: few.unwrap_or(3),
             pod_sizes: vec![1, 10, 50],
             stdio_mib: (1024, 256),
             scale: (10, 10),
