@@ -62,14 +62,8 @@ pub fn open_input(path: &str) -> Result<(pipe::Receiver, OwnedFd)> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::fd::{AsFd, AsRawFd};
-
+    use super::super::pipes::size_of;
     use super::*;
-
-    fn size_of(fd: &impl AsFd) -> usize {
-        nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap()
-            as usize
-    }
 
     /// containerd's FIFOs are widened as the shim's own pipes are (`pipes`): the copy into
     /// the FIFO and its reader then move up to 1 MiB per wake-up.

@@ -107,14 +107,15 @@ fn width() -> usize {
     })
 }
 
+/// The size of the pipe behind `fd`, for the tests of what is widened.
+#[cfg(test)]
+pub(super) fn size_of(fd: &impl AsFd) -> usize {
+    nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap() as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn size_of(fd: &impl AsFd) -> usize {
-        nix::fcntl::fcntl(fd.as_fd().as_raw_fd(), nix::fcntl::FcntlArg::F_GETPIPE_SZ).unwrap()
-            as usize
-    }
 
     #[tokio::test]
     async fn stdio_pipes_are_as_wide_as_the_system_allows() {
