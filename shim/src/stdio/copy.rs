@@ -132,6 +132,25 @@ impl Gate {
     }
 }
 
+/// Logs a failed destination and returns `lost`. Losing bytes is a warning; a destination
+/// that fails with nothing left to deliver (an exec's stdin after the process exited: EPIPE)
+/// is the normal end of that copy, and the Go shim says nothing of it either.
+fn dest_failed(what: &str, e: &io::Error, lost: u64) -> u64 {
+    log::log!(
+        dest_failed_level(lost),
+        "{what}: destination failed ({e}): {lost} bytes dropped"
+    );
+    lost
+}
+
+fn dest_failed_level(lost: u64) -> log::Level {
+    if lost == 0 {
+        log::Level::Debug
+    } else {
+        log::Level::Warn
+    }
+}
+
 /// What a finished copy did with the bytes it read (logged at its end).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Moved {
@@ -237,8 +256,7 @@ async fn run(
             Mode::Deliver if !held.is_empty() => {
                 if let Err(e) = to.write_all(&held).await {
                     let lost = held.len() as u64 + count_pending(&mut from, buffer(&mut buf));
-                    log::warn!("{what}: destination failed ({e}): {lost} bytes dropped");
-                    moved.dropped += lost;
+                    moved.dropped += dest_failed(what, &e, lost);
                     return moved;
                 }
                 moved.copied += held.len() as u64;
@@ -262,8 +280,7 @@ async fn run(
                 Spliced::Eof => eof = true,
                 Spliced::DestFailed(e) => {
                     let lost = count_pending(&mut from, buffer(&mut buf));
-                    log::warn!("{what}: destination failed ({e}): {lost} bytes dropped");
-                    moved.dropped += lost;
+                    moved.dropped += dest_failed(what, &e, lost);
                     return moved;
                 }
                 Spliced::Refused(e) => {
@@ -303,8 +320,7 @@ async fn run(
                 Mode::Deliver => {
                     if let Err(e) = to.write_all(&buf[..n]).await {
                         let lost = n as u64 + count_pending(&mut from, buf);
-                        log::warn!("{what}: destination failed ({e}): {lost} bytes dropped");
-                        moved.dropped += lost;
+                        moved.dropped += dest_failed(what, &e, lost);
                         return moved;
                     }
                     moved.copied += n as u64;
@@ -612,6 +628,12 @@ mod tests {
         drop(tx);
         finished(&copy).await;
         assert!(out.bytes() == data);
+    }
+
+    #[test]
+    fn only_lost_bytes_make_a_failed_destination_a_warning() {
+        assert_eq!(dest_failed_level(0), log::Level::Debug);
+        assert_eq!(dest_failed_level(1), log::Level::Warn);
     }
 
     #[tokio::test]
