@@ -436,52 +436,16 @@ async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Resu
 
 const RUNC_BENCH_ROOT: &str = "/run/rshim-bench-runc";
 
-/// `runc run` of a `/bin/true` bundle, in ms.
-fn runc_run_once(i: usize) -> anyhow::Result<f64> {
-    let bundle = Bundle::new(&["true"]);
-    let t = Instant::now();
-    let status = Command::new("runc")
-        .args(["--root", RUNC_BENCH_ROOT, "run", "--bundle"])
-        .arg(bundle.path())
-        .arg(format!("floor-{i}-{}", std::process::id()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    if !status.success() {
-        bail!("runc run failed: {status}");
-    }
-    Ok(ms(t.elapsed()))
-}
+/// How long one runc call of the floors may take before it is killed and the bench fails.
+const RUNC_BOUND: Duration = Duration::from_secs(60);
 
-/// `runc create`, `runc start`, the process's exit (seen through a pidfd) and `runc delete`
-/// of a `/bin/true` bundle, each in ms: the runc calls a shim makes for Create, Start and
-/// Delete, without any shim. What the shim's own share cannot go below while it runs runc
-/// once per call, as both shims do.
-fn runc_calls_once(i: usize) -> anyhow::Result<Calls> {
-    let runc = |args: &[&str]| -> anyhow::Result<f64> {
-        let t = Instant::now();
-        let status = Command::new("runc")
-            .args(["--root", RUNC_BENCH_ROOT])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("runc {}: {status}", args.join(" "));
-        }
-        Ok(ms(t.elapsed()))
-    };
-    let bundle = Bundle::new(&["true"]);
-    let id = format!("calls-{i}-{}", std::process::id());
-    let pid_file = bundle.path().join("init.pid");
-    let (b, p) = (bundle.path().to_string_lossy(), pid_file.to_string_lossy());
-    let mut calls = Calls {
-        create: runc(&["create", "--bundle", &b, "--pid-file", &p, &id])?,
-        ..Default::default()
-    };
-    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+/// How long one flood through `ctr run` may take (the Go shim's seed-002 hang is a flood
+/// through exec, not this one; a hang here is a failure, not a figure).
+const FLOOD_BOUND: Duration = Duration::from_secs(600);
+
+/// Whether process `pid` exited within `bound`, seen through a pidfd (no polling interval
+/// adds to what is timed). The process is not reaped: its owner waits for it afterwards.
+fn exited_within(pid: i32, bound: Duration) -> anyhow::Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags; the fd it returns is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -489,18 +453,100 @@ fn runc_calls_once(i: usize) -> anyhow::Result<Calls> {
     }
     // SAFETY: a fresh fd from pidfd_open, owned by nothing else.
     let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    calls.start = runc(&["start", &id])?;
+    let deadline = Instant::now() + bound;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&pidfd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(1) => return Ok(true),
+            Ok(_) if left.is_zero() => return Ok(false),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => bail!("poll the pidfd of {pid}: {e}"),
+        }
+    }
+}
+
+/// Runs `cmd` to its exit within `bound` (killed and reaped past it): its status and how long
+/// it took, in ms.
+fn timed_within(
+    cmd: &mut Command,
+    what: &str,
+    bound: Duration,
+) -> anyhow::Result<(std::process::ExitStatus, f64)> {
     let t = Instant::now();
-    let mut fds = [nix::poll::PollFd::new(
-        std::os::fd::AsFd::as_fd(&pidfd),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(30_000u16))? != 1 {
+    let mut child = cmd.spawn().with_context(|| format!("spawn {what}"))?;
+    let exited = exited_within(child.id() as i32, bound);
+    let took = ms(t.elapsed());
+    if !matches!(exited, Ok(true)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        exited?;
+        bail!("{what} did not finish within {bound:?}");
+    }
+    Ok((child.wait()?, took))
+}
+
+/// `runc --root RUNC_BENCH_ROOT args`, bounded, in ms; a failure carries runc's stderr.
+fn runc_timed(args: &[&str]) -> anyhow::Result<f64> {
+    let mut stderr = tempfile::tempfile()?;
+    let what = format!("runc {}", args.join(" "));
+    let (status, took) = timed_within(
+        Command::new("runc")
+            .args(["--root", RUNC_BENCH_ROOT])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr.try_clone()?),
+        &what,
+        RUNC_BOUND,
+    )?;
+    if !status.success() {
+        use std::io::{Read, Seek};
+        let mut text = String::new();
+        stderr.rewind()?;
+        stderr.read_to_string(&mut text)?;
+        bail!("{what}: {status}: {}", text.trim());
+    }
+    Ok(took)
+}
+
+/// `runc run` of a `/bin/true` bundle, in ms.
+fn runc_run_once(i: usize) -> anyhow::Result<f64> {
+    let bundle = Bundle::new(&["true"]);
+    let id = format!("floor-{i}-{}", std::process::id());
+    runc_timed(&["run", "--bundle", &bundle.path().to_string_lossy(), &id])
+}
+
+/// `runc create`, `runc start`, the process's exit (seen through a pidfd) and `runc delete`
+/// of a `/bin/true` bundle, each in ms: the runc calls a shim makes for Create, Start and
+/// Delete, without any shim. What the shim's own share cannot go below while it runs runc
+/// once per call, as both shims do.
+fn runc_calls_once(i: usize) -> anyhow::Result<Calls> {
+    let bundle = Bundle::new(&["true"]);
+    let id = format!("calls-{i}-{}", std::process::id());
+    let pid_file = bundle.path().join("init.pid");
+    let (b, p) = (bundle.path().to_string_lossy(), pid_file.to_string_lossy());
+    let create = runc_timed(&["create", "--bundle", &b, "--pid-file", &p, &id])?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    let start = runc_timed(&["start", &id])?;
+    // Not our child (runc's init is reparented away): seen exiting through its pidfd. A pid
+    // that is already gone fails pidfd_open; that is an exit too.
+    let t = Instant::now();
+    if !exited_within(pid, Duration::from_secs(30)).unwrap_or(true) {
         bail!("{id} did not exit within 30 s");
     }
-    calls.wait = ms(t.elapsed());
-    calls.delete = runc(&["delete", &id])?;
-    Ok(calls)
+    let wait = ms(t.elapsed());
+    let delete = runc_timed(&["delete", &id])?;
+    Ok(Calls {
+        create,
+        start,
+        wait,
+        delete,
+    })
 }
 
 /// `ctr task exec` of `/bin/true` in a running container.
@@ -569,12 +615,15 @@ pub fn stdio(c: &PrivateContainerd, _: &EventCapture, plan: &Plan) -> anyhow::Re
                 .collect::<Vec<_>>()
                 .join(" ");
             let t = Instant::now();
-            let status = Command::new("script")
-                .args(["-qec", &format!("ctr {line}"), "/dev/null"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()?;
+            let (status, _) = timed_within(
+                Command::new("script")
+                    .args(["-qec", &format!("ctr {line}"), "/dev/null"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+                &format!("the tty flood of {id}"),
+                FLOOD_BOUND,
+            )?;
             let secs = t.elapsed().as_secs_f64();
             if !status.success() {
                 bail!("tty flood through {} failed: {status}", rt.name());
@@ -598,12 +647,16 @@ fn pipe_flood(
     let mut argv = vec!["run", "--rm", "--runtime", rt.runtime_type()];
     argv.extend_from_slice(extra);
     argv.extend_from_slice(&[IMAGE, id, "dd", "if=/dev/zero", "bs=1M", &count]);
-    Ok(Command::new("ctr")
-        .args(c.args(&argv))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?)
+    let (status, _) = timed_within(
+        Command::new("ctr")
+            .args(c.args(&argv))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        &format!("the flood of {id}"),
+        FLOOD_BOUND,
+    )?;
+    Ok(status)
 }
 
 /// The shim's CPU time per GiB of stdout moved through pipes and FIFOs: the floods of `stdio`
@@ -830,4 +883,43 @@ pub fn machine() -> String {
 
 pub fn today() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_past_its_bound_is_killed_and_named() {
+        let t = Instant::now();
+        let err = timed_within(
+            Command::new("sleep").arg("30"),
+            "sleep 30",
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(
+            err.to_string().contains("sleep 30 did not finish within"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_command_within_its_bound_gives_its_status() {
+        let (status, took) = timed_within(
+            Command::new("false").arg(""),
+            "false",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(status.code(), Some(1));
+        assert!(took >= 0.0);
+    }
+
+    #[test]
+    fn a_failed_runc_call_says_what_runc_said() {
+        let err = runc_timed(&["state", "no-such-container-of-the-bench"]).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
 }
