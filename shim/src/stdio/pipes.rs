@@ -4,7 +4,7 @@
 //! Every pipe and FIFO the shim copies through is widened to `fs.pipe-max-size` (1 MiB unless
 //! the node's operator lowered it), where the Go shim leaves the kernel's 64 KiB: each copy
 //! then moves up to 1 MiB per wake-up instead of 64 KiB, which is most of what a flood of
-//! output costs (issue 16: stdout 1.3x the Go shim's throughput at 64 KiB, 3.5x widened). A
+//! output costs (issue 16: stdout 1.3-1.5x the Go shim's throughput at 64 KiB, 3.8x widened). A
 //! process that writes while its reader is slow (containerd restarting, a busy log reader)
 //! also blocks 16 times later. The pages are the kernel's and exist only while bytes wait in
 //! the pipe; the widening is best effort, a pipe the kernel refuses to widen keeps its size.
