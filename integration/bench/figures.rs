@@ -311,30 +311,33 @@ pub fn shim_share(
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&log)?;
-            let t = Instant::now();
-            let out = Command::new(shim_binary(rt))
-                .args([
-                    "-namespace",
-                    BENCH_NAMESPACE,
-                    "-id",
-                    &id,
-                    "-address",
-                    &c.address,
-                    "start",
-                ])
-                .current_dir(bundle.path())
-                .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.address))
-                .stdin(Stdio::null())
-                .output()?;
-            start.push(rt, ms(t.elapsed()));
-            if !out.status.success() {
-                bail!(
-                    "{} start: {}",
-                    rt.name(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            // Its output goes to files, not pipes: the daemon it leaves behind could hold a
+            // pipe open, and a start action that hangs is killed at the bound, not waited for.
+            let (mut stdout, mut stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
+            let (status, took) = timed_within(
+                Command::new(shim_binary(rt))
+                    .args([
+                        "-namespace",
+                        BENCH_NAMESPACE,
+                        "-id",
+                        &id,
+                        "-address",
+                        &c.address,
+                        "start",
+                    ])
+                    .current_dir(bundle.path())
+                    .env("TTRPC_ADDRESS", format!("{}.ttrpc", c.address))
+                    .stdin(Stdio::null())
+                    .stdout(stdout.try_clone()?)
+                    .stderr(stderr.try_clone()?),
+                &format!("{} start", rt.name()),
+                START_BOUND,
+            )?;
+            start.push(rt, took);
+            if !status.success() {
+                bail!("{} start: {status}: {}", rt.name(), read_back(&mut stderr)?);
             }
-            let address = String::from_utf8(out.stdout)?.trim().to_string();
+            let address = read_back(&mut stdout)?.trim().to_string();
             let calls = rt_tokio.block_on(drive_lifecycle(&address, &id, bundle.path()))?;
             lives.push((rt, calls));
         }
@@ -439,6 +442,9 @@ const RUNC_BENCH_ROOT: &str = "/run/rshim-bench-runc";
 /// How long one runc call of the floors may take before it is killed and the bench fails.
 const RUNC_BOUND: Duration = Duration::from_secs(60);
 
+/// How long a shim's `start` action may take (a hang is a failure of the shim, not a figure).
+const START_BOUND: Duration = Duration::from_secs(30);
+
 /// How long one flood through `ctr run` may take (the Go shim's seed-002 hang is a flood
 /// through exec, not this one; a hang here is a failure, not a figure).
 const FLOOD_BOUND: Duration = Duration::from_secs(600);
@@ -505,13 +511,18 @@ fn runc_timed(args: &[&str]) -> anyhow::Result<f64> {
         RUNC_BOUND,
     )?;
     if !status.success() {
-        use std::io::{Read, Seek};
-        let mut text = String::new();
-        stderr.rewind()?;
-        stderr.read_to_string(&mut text)?;
-        bail!("{what}: {status}: {}", text.trim());
+        bail!("{what}: {status}: {}", read_back(&mut stderr)?.trim());
     }
     Ok(took)
+}
+
+/// What a process wrote into `file` (a temp file it was given as stdout or stderr).
+fn read_back(file: &mut std::fs::File) -> anyhow::Result<String> {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    file.rewind()?;
+    file.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// `runc run` of a `/bin/true` bundle, in ms.
