@@ -311,8 +311,9 @@ pub fn shim_share(
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&log)?;
-            // Its output goes to files, not pipes: the daemon it leaves behind could hold a
-            // pipe open, and a start action that hangs is killed at the bound, not waited for.
+            // Its output goes to files, not pipes: timed_within only waits for the exit, so
+            // nothing would read a pipe meanwhile (a start action that wrote a pipe's worth
+            // would block and be killed at the bound instead of failing with its message).
             let (mut stdout, mut stderr) = (tempfile::tempfile()?, tempfile::tempfile()?);
             let (status, took) = timed_within(
                 Command::new(shim_binary(rt))
@@ -516,13 +517,19 @@ fn runc_timed(args: &[&str]) -> anyhow::Result<f64> {
     Ok(took)
 }
 
-/// What a process wrote into `file` (a temp file it was given as stdout or stderr).
+/// At most how much of a timed process's output is read back (an address or an error line is
+/// far less; the rest of a runaway writer's output is not needed to say what failed).
+const READ_BACK_LIMIT: u64 = 64 * 1024;
+
+/// What a process wrote into `file` (a temp file it was given as stdout or stderr), at most
+/// `READ_BACK_LIMIT` bytes of it, invalid UTF-8 replaced.
 fn read_back(file: &mut std::fs::File) -> anyhow::Result<String> {
     use std::io::{Read, Seek};
-    let mut text = String::new();
-    file.rewind()?;
-    file.read_to_string(&mut text)?;
-    Ok(text)
+    let mut bytes = Vec::new();
+    file.rewind()
+        .and_then(|_| file.take(READ_BACK_LIMIT).read_to_end(&mut bytes))
+        .context("read back a timed process's output from its temp file")?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// `runc run` of a `/bin/true` bundle, in ms.
@@ -926,6 +933,21 @@ mod tests {
         .unwrap();
         assert_eq!(status.code(), Some(1));
         assert!(took >= 0.0);
+    }
+
+    #[test]
+    fn read_back_is_bounded() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![b'x'; READ_BACK_LIMIT as usize + 10])
+            .unwrap();
+        assert_eq!(
+            read_back(&mut file).unwrap().len(),
+            READ_BACK_LIMIT as usize
+        );
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"unix:///run/x\n").unwrap();
+        assert_eq!(read_back(&mut file).unwrap(), "unix:///run/x\n");
     }
 
     #[test]
