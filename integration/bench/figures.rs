@@ -297,10 +297,13 @@ pub fn shim_share(
     let (mut run_floor, mut calls_floor) = (Vec::new(), Vec::new());
     for i in 0..plan.runs {
         // The floors take their turn in every round, so that drift of the machine falls on
-        // them as on the shims.
+        // them as on the shims. Each of the four starts from a settled machine (see LOCK_SETTLE).
+        settle_lock();
         run_floor.push(runc_run_once(i)?);
+        settle_lock();
         calls_floor.push(runc_calls_once(i)?);
         for rt in order(i) {
+            settle_lock();
             let bundle = Bundle::new(&["true"]);
             let id = format!("share-{}-{i}", rt.name());
             // The shim's log FIFO, as containerd makes it (the Go shim exits without it); a
@@ -439,6 +442,20 @@ async fn drive_lifecycle(address: &str, id: &str, bundle: &Path) -> anyhow::Resu
 }
 
 const RUNC_BENCH_ROOT: &str = "/run/rshim-bench-runc";
+
+/// How long the machine is left idle before each floor and each shim's life in the shim
+/// rounds. Not a wait for anything: a measurement condition. `runc create` moves its init into
+/// the container's cgroups, which takes the kernel's cgroup migration lock for writing, and
+/// that waits for a whole RCU grace period (10 to 15 ms here) unless another migration
+/// released the lock less than about one grace period before (results/profile.md). Without
+/// the pause the floor's `runc create`, which came right after `runc run`, skipped that wait
+/// while the shims' never did; after it every measured `runc create` starts as one on a node
+/// usually does, with the lock idle. 100 ms is several grace periods.
+const LOCK_SETTLE: Duration = Duration::from_millis(100);
+
+fn settle_lock() {
+    std::thread::sleep(LOCK_SETTLE);
+}
 
 /// How long one runc call of the floors may take before it is killed and the bench fails.
 const RUNC_BOUND: Duration = Duration::from_secs(60);
