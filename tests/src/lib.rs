@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -108,6 +108,42 @@ impl Bundle {
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         f(&mut spec);
         std::fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    }
+}
+
+/// The shim's log FIFO (`log` in the bundle), held open read-write so the shim can always
+/// write to it, read without blocking.
+pub struct LogFifo(std::fs::File);
+
+impl LogFifo {
+    pub fn create(bundle: &Bundle) -> LogFifo {
+        let path = bundle.path().join("log");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        LogFifo(file)
+    }
+
+    /// Reads the log until `done` holds for what was read, for at most `bound`.
+    pub async fn read_until(&mut self, bound: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + bound;
+        let mut text = String::new();
+        let mut buf = [0u8; 65536];
+        while !done(&text) {
+            assert!(Instant::now() < deadline, "log after {bound:?}:\n{text}");
+            match self.0.read(&mut buf) {
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("read log FIFO: {e}"),
+            }
+        }
+        text
     }
 }
 
@@ -288,7 +324,13 @@ impl Shim {
     /// Runs the binary's `start` action for container `id` of `bundle`, as containerd does;
     /// returns the address it prints.
     pub fn start_action(id: &str, bundle: &Path, events: &str) -> String {
-        let out = Shim::run_start(id, bundle, &[("TTRPC_ADDRESS", events)], b"");
+        Shim::start_action_logging(id, bundle, events, true)
+    }
+
+    /// The `start` action, with `-debug` or without it (the shim then logs at info).
+    pub fn start_action_logging(id: &str, bundle: &Path, events: &str, debug: bool) -> String {
+        let env = [("TTRPC_ADDRESS", events)];
+        let out = Shim::run_start_logging(id, bundle, &env, b"", debug);
         let address = String::from_utf8(out).unwrap().trim().to_string();
         assert!(
             address.starts_with("unix:///run/containerd/s/"),
@@ -299,19 +341,32 @@ impl Shim {
 
     /// The `start` action with this environment and stdin; returns its stdout.
     pub fn run_start(id: &str, bundle: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Vec<u8> {
+        Shim::run_start_logging(id, bundle, env, stdin, true)
+    }
+
+    fn run_start_logging(
+        id: &str,
+        bundle: &Path,
+        env: &[(&str, &str)],
+        stdin: &[u8],
+        debug: bool,
+    ) -> Vec<u8> {
         use std::io::Write;
         let fake_containerd = format!("/tmp/rshim-test-{}.sock", std::process::id());
+        let mut args = vec![
+            "-namespace",
+            NAMESPACE,
+            "-id",
+            id,
+            "-address",
+            &fake_containerd,
+        ];
+        if debug {
+            args.push("-debug");
+        }
+        args.push("start");
         let mut child = Command::new(shim_binary())
-            .args([
-                "-namespace",
-                NAMESPACE,
-                "-id",
-                id,
-                "-address",
-                &fake_containerd,
-                "-debug",
-                "start",
-            ])
+            .args(args)
             .current_dir(bundle)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
@@ -331,7 +386,12 @@ impl Shim {
 
     /// Starts a shim for container `id` of `bundle`, publishing to `events`.
     pub async fn start(id: &str, bundle: &Path, events: &str) -> Shim {
-        let address = Shim::start_action(id, bundle, events);
+        Shim::start_logging(id, bundle, events, true).await
+    }
+
+    /// Starts a shim with `-debug` or without it.
+    pub async fn start_logging(id: &str, bundle: &Path, events: &str, debug: bool) -> Shim {
+        let address = Shim::start_action_logging(id, bundle, events, debug);
         Shim::attach(&address, id, TaskClient::V2).await
     }
 

@@ -1,8 +1,6 @@
 //! The diagnostics dump: SIGUSR1 makes the shim write its containers, their processes with the
 //! Waits pending on each, and the runc calls in flight to its log FIFO.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::*;
@@ -10,42 +8,6 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::Options as RuncOptions;
 use rshim_tests::*;
-
-/// The shim's log FIFO (`log` in the bundle), held open read-write so the shim can always
-/// write to it, read without blocking.
-struct LogFifo(std::fs::File);
-
-impl LogFifo {
-    fn create(bundle: &Bundle) -> LogFifo {
-        let path = bundle.path().join("log");
-        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .unwrap();
-        LogFifo(file)
-    }
-
-    /// Reads the log until `done` holds for what was read, for at most `bound`.
-    async fn read_until(&mut self, bound: Duration, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + bound;
-        let mut text = String::new();
-        let mut buf = [0u8; 65536];
-        while !done(&text) {
-            assert!(Instant::now() < deadline, "log after {bound:?}:\n{text}");
-            match self.0.read(&mut buf) {
-                Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("read log FIFO: {e}"),
-            }
-        }
-        text
-    }
-}
 
 /// A runc whose `pause` hangs, so that a call stays in flight.
 fn runc_slow_to_pause(bundle: &Bundle) -> String {
