@@ -449,8 +449,9 @@ const RUNC_BENCH_ROOT: &str = "/run/rshim-bench-runc";
 /// that waits for a whole RCU grace period (10 to 15 ms here) unless another migration
 /// released the lock less than about one grace period before (results/profile.md). Without
 /// the pause the floor's `runc create`, which came right after `runc run`, skipped that wait
-/// while the shims' never did; after it every measured `runc create` starts as one on a node
-/// usually does, with the lock idle. 100 ms is several grace periods.
+/// and the shims' only sometimes (rshim's, after its quicker `start` action, more often than
+/// the Go shim's); after it every measured `runc create` starts as one on a node usually does,
+/// with the lock idle. 100 ms is several grace periods.
 const LOCK_SETTLE: Duration = Duration::from_millis(100);
 
 fn settle_lock() {
