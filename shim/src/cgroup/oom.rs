@@ -414,6 +414,24 @@ mod tests {
             Kills::new(self.ours.join("memory.events"), Some(self.ours.clone()))
         }
 
+        /// Kills of `ours` as the watcher holds them once started (the parent noted).
+        fn noted(&self) -> Kills {
+            let mut kills = self.kills();
+            kills.note_parent();
+            kills
+        }
+
+        /// An OOM kill in `ours`, counted by it and its parent as the kernel does on v2.
+        fn kill_in_ours(&self) {
+            set_kills(&self.ours, 1);
+            set_kills(&self.parent, 3);
+        }
+
+        /// The sibling, with its kills, removed.
+        fn remove_sibling(&self) {
+            std::fs::remove_dir_all(self.parent.join("sibling.scope")).unwrap();
+        }
+
         /// What systemd does once the scope is empty.
         fn remove_ours(&self) {
             std::fs::remove_dir_all(&self.ours).unwrap();
@@ -428,10 +446,8 @@ mod tests {
     #[test]
     fn a_kill_read_while_the_cgroup_exists_is_counted_once() {
         let tree = Tree::new(2, 0, 2);
-        let mut kills = tree.kills();
-        kills.note_parent();
-        set_kills(&tree.ours, 1);
-        set_kills(&tree.parent, 3);
+        let mut kills = tree.noted();
+        tree.kill_in_ours();
         assert_eq!(kills.take_new(false), 1);
         // The exit path checks again, after systemd removed the scope: nothing new.
         tree.remove_ours();
@@ -444,10 +460,8 @@ mod tests {
     #[test]
     fn a_kill_whose_cgroup_is_gone_before_the_read_is_found_in_the_parent() {
         let tree = Tree::new(2, 0, 2);
-        let mut kills = tree.kills();
-        kills.note_parent();
-        set_kills(&tree.ours, 1);
-        set_kills(&tree.parent, 3);
+        let mut kills = tree.noted();
+        tree.kill_in_ours();
         tree.remove_ours();
         assert_eq!(kills.take_new(false), 1);
         assert_eq!(kills.take_new(false), 0, "reported twice");
@@ -456,8 +470,7 @@ mod tests {
     #[test]
     fn a_removal_without_a_kill_is_not_one() {
         let tree = Tree::new(2, 0, 2);
-        let mut kills = tree.kills();
-        kills.note_parent();
+        let mut kills = tree.noted();
         tree.remove_ours();
         assert_eq!(kills.take_new(false), 0);
     }
@@ -465,11 +478,10 @@ mod tests {
     #[test]
     fn a_sibling_with_kills_removed_since_the_note_is_not_taken_for_ours() {
         let tree = Tree::new(2, 0, 2);
-        let mut kills = tree.kills();
-        kills.note_parent();
+        let mut kills = tree.noted();
         // The sibling, with its 2 kills, goes; the watcher sees it while ours exists and notes
         // the parent again.
-        std::fs::remove_dir_all(tree.parent.join("sibling.scope")).unwrap();
+        tree.remove_sibling();
         kills.note_parent();
         tree.remove_ours();
         assert_eq!(kills.take_new(false), 0);
@@ -478,9 +490,8 @@ mod tests {
     #[test]
     fn a_sibling_removed_unseen_when_ours_is_gone_makes_it_ambiguous() {
         let tree = Tree::new(2, 0, 2);
-        let mut kills = tree.kills();
-        kills.note_parent();
-        std::fs::remove_dir_all(tree.parent.join("sibling.scope")).unwrap();
+        let mut kills = tree.noted();
+        tree.remove_sibling();
         tree.remove_ours();
         assert_eq!(kills.take_new(true), 0);
     }
