@@ -8,8 +8,8 @@
 //! removed as soon as its last process exits, which can be before the shim reads the counter
 //! that woke it: the kill would be lost (the Go shim loses it the same way when it is slower
 //! than systemd). On v2 the counters are hierarchical, so the parent keeps the kill: a kill
-//! that woke the watcher of a cgroup that is gone by the time of the read is found there, as
-//! what the parent counts beyond its remaining children ([`Kills`]).
+//! whose counter is gone by the time it is read is found there, as the growth of what the
+//! parent counts beyond its remaining children ([`Kills`]).
 
 // Unsafe here (denied elsewhere in the crate): registering the eventfd and inotify fds it owns with tokio (AsyncFd::register).
 #![allow(unsafe_code)]
