@@ -64,11 +64,11 @@ impl OomWatch {
                 // at Delete, after the exit path's check): only a systemd scope needs its
                 // parent's figure, which costs a read of every sibling's counter.
                 let scope = memory.extension().is_some_and(|e| e == "scope");
-                let parent = memory.parent().filter(|_| scope);
-                (
-                    Kills::new(file.clone(), scope.then(|| memory.clone())),
-                    Wakeups::inotify(&file, parent)?,
-                )
+                let wakeups = Wakeups::inotify(&file, memory.parent().filter(|_| scope))?;
+                // Without the parent's removals to refresh it, the figure could take a
+                // sibling's kills for this cgroup's: no fallback then.
+                let fallback = wakeups.watches_parent().then(|| memory.clone());
+                (Kills::new(file.clone(), fallback), wakeups)
             }
         };
         let state = Arc::new(OomState {
@@ -302,22 +302,28 @@ impl Wakeups {
         let counter = inotify
             .add_watch(events, AddWatchFlags::IN_MODIFY)
             .map_err(|e| Error::io(format!("watch {}", events.display()), e.into()))?;
-        let own = match parent {
-            Some(parent) => {
-                inotify
-                    .add_watch(parent, AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR)
-                    .map_err(|e| Error::io(format!("watch {}", parent.display()), e.into()))?;
-                events
-                    .parent()
-                    .and_then(|dir| dir.file_name())
-                    .map(|n| n.to_os_string())
+        // The parent's watch only serves the fallback: failing it must not cost the watch of
+        // the counter itself.
+        let own = parent.and_then(|parent| {
+            let flags = AddWatchFlags::IN_DELETE | AddWatchFlags::IN_ONLYDIR;
+            if let Err(e) = inotify.add_watch(parent, flags) {
+                log::debug!(
+                    "watch {} (OOM kills of removed scopes): {e}",
+                    parent.display()
+                );
+                return None;
             }
-            None => None,
-        };
+            events.parent()?.file_name().map(|n| n.to_os_string())
+        });
         // SAFETY: the AsyncFd owns the Inotify, so the fd stays open while registered.
         let fd = unsafe { AsyncFd::register(InotifyFd(inotify)) }
             .map_err(|e| Error::io("register inotify", e.into()))?;
         Ok(Wakeups::Inotify { fd, counter, own })
+    }
+
+    /// Whether removals of the parent's children are watched (see [`Kills`]).
+    fn watches_parent(&self) -> bool {
+        matches!(self, Wakeups::Inotify { own: Some(_), .. })
     }
 
     /// Consumes what is pending, without waiting.
